@@ -1,0 +1,32 @@
+# The two commands a newcomer needs:
+#   make run    set up what is missing, start the stack, run both services (Ctrl-C stops them)
+#   make test   set up what is missing, start the stack, run the whole test suite
+.PHONY: run test stack-up stack-down stack-status lint fmt build
+
+CARGO ?= cargo
+
+run: stack-up
+	$(CARGO) build --bins
+	@bash stack/run.sh
+
+test: stack-up
+	$(CARGO) test --workspace --all-targets
+
+stack-up:
+	@bash stack/stack.sh up
+
+stack-down:
+	@bash stack/stack.sh down
+
+stack-status:
+	@bash stack/stack.sh status
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,38 @@
+//! Command-line flags both services accept, Cyclops-style.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::config::{Config, ConfigError, Overrides, Service};
+
+/// `--conf`, `--port`, `--bind`, `-v…`: the flags of a running service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// Path to the configuration file (TOML); without it, defaults and
+    /// CYCLOPS__SECTION__KEY environment variables apply.
+    #[arg(short = 'c', long = "conf", global = true, value_name = "PATH")]
+    pub conf: Option<PathBuf>,
+    /// Port to listen on (overrides the service's `port` key).
+    #[arg(short = 'p', long, global = true)]
+    pub port: Option<u16>,
+    /// Address to bind to (overrides the service's `bind` key).
+    #[arg(short = 'b', long, global = true)]
+    pub bind: Option<IpAddr>,
+    /// Log level: -v warning, -vv info, -vvv debug (RUST_LOG wins when set).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+impl ServiceArgs {
+    /// Loads the configuration these flags point at, with the process
+    /// environment as the middle layer.
+    pub fn load_config(&self, service: Service) -> Result<Config, ConfigError> {
+        let flags = Overrides { bind: self.bind, port: self.port };
+        crate::config::load(self.conf.as_deref(), std::env::vars(), service, &flags)
+    }
+}
+
+/// Exit code for a configuration that cannot be used (sysexits' EX_CONFIG).
+pub const EXIT_CONFIG: i32 = 78;
+/// Exit code for a failure while starting or running.
+pub const EXIT_FAILURE: i32 = 1;

@@ -1,0 +1,167 @@
+//! The one configuration both services read.
+//!
+//! A TOML file (`--conf PATH`), overridden by `CYCLOPS__SECTION__KEY`
+//! environment variables, overridden by command-line flags. Every key has a
+//! default, documented on its field and in `default-config.toml` (which
+//! `cyclops-ingest init` writes); unknown keys and bad values fail at start
+//! with the key's name. Key names are a public contract: rename nothing.
+
+mod load;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, Overrides, Service, load, load_from_str};
+
+/// The commented default configuration, as written by `cyclops-ingest init`.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default-config.toml");
+
+/// The whole configuration. Sections mirror the TOML tables.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where events are stored between ingest and forwarder.
+    pub kafka: KafkaConfig,
+    /// Shared state for the flood filter.
+    pub redis: RedisConfig,
+    /// The Sentry that the forwarder delivers to.
+    pub sentry: SentryConfig,
+    /// Static project keys (Cyclops `PROJECT_KEYS`).
+    pub projects: Vec<ProjectKey>,
+    /// The HTTP service that SDKs talk to.
+    pub ingest: IngestConfig,
+    /// The Kafka consumer that delivers to Sentry.
+    pub forwarder: ForwarderConfig,
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated `host:port`. Defaults to `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Each project's events go to the topic `{topic_prefix}{project_id}`.
+    /// Defaults to `cyclops-events-`.
+    pub topic_prefix: String,
+    /// How long a metadata request (readiness, startup checks) may take.
+    /// Defaults to 2000.
+    pub metadata_timeout_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self { brokers: "127.0.0.1:9092".into(), topic_prefix: "cyclops-events-".into(), metadata_timeout_ms: 2000 }
+    }
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` of the Redis that holds the flood-filter
+    /// counters shared by every ingest instance. Unset (the default): each
+    /// instance counts in process.
+    pub url: Option<String>,
+}
+
+/// `[sentry]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentryConfig {
+    /// Base URL of the Sentry the forwarder delivers to (Cyclops
+    /// `SENTRY_BASE_URL`). Defaults to `http://127.0.0.1:9000`.
+    pub base_url: String,
+}
+
+impl Default for SentryConfig {
+    fn default() -> Self {
+        Self { base_url: "http://127.0.0.1:9000".into() }
+    }
+}
+
+/// One `[[projects]]` entry: a DSN key that ingest accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectKey {
+    /// Sentry's numeric project id.
+    pub id: u64,
+    /// The DSN's public key (`sentry_key`).
+    pub public_key: String,
+    /// The DSN's secret key (`sentry_secret`), for SDKs that still send one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Address to listen on. Defaults to `0.0.0.0`.
+    pub bind: IpAddr,
+    /// Port SDKs send to; 0 picks a free one. Defaults to 3000.
+    pub port: u16,
+    /// Body of `/healthcheck` (Cyclops `HEALTHCHECK_TEXT`). Defaults to `WORKING`.
+    pub healthcheck_text: String,
+    /// How long a graceful shutdown may take before in-flight work is
+    /// abandoned. Defaults to 10.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 3000,
+            healthcheck_text: "WORKING".into(),
+            drain_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[forwarder]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwarderConfig {
+    /// Address of the status endpoints. Defaults to `0.0.0.0`.
+    pub bind: IpAddr,
+    /// Port of the status endpoints; 0 picks a free one. Defaults to 3001.
+    pub port: u16,
+    /// Body of `/healthcheck` (Cyclops `HEALTHCHECK_TEXT`). Defaults to `WORKING`.
+    pub healthcheck_text: String,
+    /// How long a graceful shutdown may take before in-flight work is
+    /// abandoned. Defaults to 10.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ForwarderConfig {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 3001,
+            healthcheck_text: "WORKING".into(),
+            drain_timeout_secs: 10,
+        }
+    }
+}
+
+/// Writes [`DEFAULT_CONFIG_TOML`] to `path`; refuses to overwrite a file.
+pub fn write_default(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(DEFAULT_CONFIG_TOML.as_bytes())
+}
+
+impl Config {
+    /// The topic that holds `project_id`'s events.
+    pub fn topic_for_project(&self, project_id: u64) -> String {
+        format!("{}{}", self.kafka.topic_prefix, project_id)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn load_with(toml: &str, vars: &[(&str, &str)], flags: &Overrides) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cyclops.toml");
+    std::fs::write(&path, toml).expect("write config");
+    load(Some(&path), env(vars), Service::Ingest, flags)
+}
+
+fn key_of(err: ConfigError) -> String {
+    match err {
+        ConfigError::Key { key, .. } => key,
+        other => panic!("expected a key error, got {other}"),
+    }
+}
+
+#[test]
+fn the_default_file_is_exactly_the_defaults() {
+    assert_eq!(load_from_str(DEFAULT_CONFIG_TOML).expect("default file loads"), Config::default());
+}
+
+#[test]
+fn the_default_file_documents_every_key() {
+    let mut config = Config::default();
+    config.redis.url = Some("redis://x".into());
+    config.projects.push(ProjectKey { id: 1, public_key: "k".into(), secret_key: Some("s".into()) });
+    let serialized = serde_json::to_value(&config).expect("serialize");
+    for (section, value) in serialized.as_object().expect("object") {
+        assert!(DEFAULT_CONFIG_TOML.contains(&format!("[{section}]")), "section {section} undocumented");
+        let fields = match value {
+            serde_json::Value::Array(items) => items[0].as_object().expect("table").clone(),
+            other => other.as_object().expect("table").clone(),
+        };
+        for key in fields.keys() {
+            assert!(DEFAULT_CONFIG_TOML.contains(&format!("{key} = ")), "{section}.{key} undocumented");
+        }
+    }
+}
+
+#[test]
+fn no_file_means_defaults() {
+    let config = load(None, env(&[]), Service::Ingest, &Overrides::default()).expect("loads");
+    assert_eq!(config, Config::default());
+    assert_eq!(config.kafka.brokers, "127.0.0.1:9092");
+    assert_eq!(config.kafka.topic_prefix, "cyclops-events-");
+    assert_eq!(config.ingest.port, 3000);
+    assert_eq!(config.forwarder.port, 3001);
+    assert_eq!(config.ingest.healthcheck_text, "WORKING");
+    assert_eq!(config.sentry.base_url, "http://127.0.0.1:9000");
+    assert_eq!(config.redis.url, None);
+}
+
+#[test]
+fn file_then_environment_then_flags() {
+    let toml = "[kafka]\nbrokers = \"file:9092\"\ntopic_prefix = \"from-file-\"\n[ingest]\nport = 4000\n";
+    let vars = [("CYCLOPS__KAFKA__BROKERS", "env:9092"), ("CYCLOPS__INGEST__PORT", "5000"), ("OTHER", "x")];
+    let flags = Overrides { bind: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), port: Some(6000) };
+    let config = load_with(toml, &vars, &flags).expect("loads");
+    assert_eq!(config.kafka.brokers, "env:9092", "environment beats file");
+    assert_eq!(config.kafka.topic_prefix, "from-file-", "file beats default");
+    assert_eq!(config.ingest.port, 6000, "flag beats environment");
+    assert_eq!(config.ingest.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    assert_eq!(config.forwarder.port, 3001, "flags apply to the running service only");
+}
+
+#[test]
+fn flags_apply_to_the_forwarder_section_for_the_forwarder() {
+    let flags = Overrides { bind: None, port: Some(7000) };
+    let config = load(None, env(&[]), Service::Forwarder, &flags).expect("loads");
+    assert_eq!((config.forwarder.port, config.ingest.port), (7000, 3000));
+}
+
+#[test]
+fn projects_load_with_optional_secret() {
+    let toml =
+        "[[projects]]\nid = 1\npublic_key = \"abc\"\n[[projects]]\nid = 2\npublic_key = \"def\"\nsecret_key = \"s\"\n";
+    let config = load_with(toml, &[], &Overrides::default()).expect("loads");
+    assert_eq!(config.projects.len(), 2);
+    assert_eq!(config.projects[0].secret_key, None);
+    assert_eq!(config.projects[1].secret_key.as_deref(), Some("s"));
+}
+
+#[test]
+fn an_unknown_key_is_named() {
+    let err = load_with("[kafka]\nbrokerz = \"x:1\"\n", &[], &Overrides::default()).expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("brokerz"), "{text}");
+    assert!(key_of(err).starts_with("kafka"));
+}
+
+#[test]
+fn an_unknown_section_is_named() {
+    let err = load_with("[kafak]\nbrokers = \"x:1\"\n", &[], &Overrides::default()).expect_err("refused");
+    assert!(err.to_string().contains("kafak"), "{err}");
+}
+
+#[test]
+fn an_unknown_environment_key_is_named() {
+    let err = load_with("", &[("CYCLOPS__INGEST__PROT", "1")], &Overrides::default()).expect_err("refused");
+    assert!(err.to_string().contains("prot"), "{err}");
+}
+
+#[test]
+fn a_wrongly_typed_value_names_its_key() {
+    let err = load_with("[ingest]\nport = \"many\"\n", &[], &Overrides::default()).expect_err("refused");
+    assert_eq!(key_of(err), "ingest.port");
+    let err = load_with("[ingest]\nport = 70000\n", &[], &Overrides::default()).expect_err("refused");
+    assert_eq!(key_of(err), "ingest.port");
+    let err = load_with("", &[("CYCLOPS__FORWARDER__PORT", "x")], &Overrides::default()).expect_err("refused");
+    assert_eq!(key_of(err), "forwarder.port");
+}
+
+#[test]
+fn invalid_values_name_their_key() {
+    let cases = [
+        ("[kafka]\nbrokers = \"nohost\"\n", "kafka.brokers"),
+        ("[kafka]\nbrokers = \"\"\n", "kafka.brokers"),
+        ("[kafka]\ntopic_prefix = \"bad/prefix\"\n", "kafka.topic_prefix"),
+        ("[kafka]\nmetadata_timeout_ms = 0\n", "kafka.metadata_timeout_ms"),
+        ("[redis]\nurl = \"http://nope\"\n", "redis.url"),
+        ("[sentry]\nbase_url = \"not a url\"\n", "sentry.base_url"),
+        ("[sentry]\nbase_url = \"ftp://host\"\n", "sentry.base_url"),
+        ("[ingest]\ndrain_timeout_secs = 0\n", "ingest.drain_timeout_secs"),
+        ("[[projects]]\nid = 0\npublic_key = \"a\"\n", "projects[0].id"),
+        ("[[projects]]\nid = 1\npublic_key = \"a b\"\n", "projects[0].public_key"),
+        (
+            "[[projects]]\nid = 1\npublic_key = \"a\"\n[[projects]]\nid = 2\npublic_key = \"a\"\n",
+            "projects[1].public_key",
+        ),
+    ];
+    for (toml, key) in cases {
+        let err = load_with(toml, &[], &Overrides::default()).expect_err(toml);
+        assert_eq!(key_of(err), key, "for {toml:?}");
+    }
+}
+
+#[test]
+fn a_missing_project_field_is_named() {
+    let err = load_with("[[projects]]\nid = 1\n", &[], &Overrides::default()).expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("projects") && text.contains("public_key"), "{text}");
+}
+
+#[test]
+fn a_missing_file_and_bad_toml_are_file_errors() {
+    let missing =
+        load(Some(std::path::Path::new("/nonexistent/cyclops.toml")), env(&[]), Service::Ingest, &Overrides::default());
+    assert!(matches!(missing, Err(ConfigError::File { .. })));
+    let err = load_with("[kafka\nbrokers = 1", &[], &Overrides::default()).expect_err("refused");
+    assert!(matches!(err, ConfigError::File { .. }), "{err}");
+    assert!(err.to_string().contains("line 1"), "{err}");
+}
+
+#[test]
+fn init_writes_the_default_and_never_overwrites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cyclops.toml");
+    write_default(&path).expect("written");
+    let loaded = load(Some(&path), env(&[]), Service::Ingest, &Overrides::default()).expect("loads");
+    assert_eq!(loaded, Config::default());
+    assert!(write_default(&path).is_err(), "a second init must not overwrite");
+}

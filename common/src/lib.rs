@@ -1,0 +1,14 @@
+//! What `cyclops-ingest` and `cyclops-forwarder` share, and nothing else.
+//!
+//! - [`config`]: the one configuration both services read (file, environment, flags).
+//! - [`record`]: the Kafka side of the contract between the two services.
+//! - [`status`]: `/healthcheck`, `/live`, `/ready` and `/metrics`, served by both.
+//! - [`telemetry`]: logging and the Prometheus recorder.
+//! - [`shutdown`]: turning SIGTERM/SIGINT into a cancellation both services obey.
+
+pub mod cli;
+pub mod config;
+pub mod record;
+pub mod shutdown;
+pub mod status;
+pub mod telemetry;

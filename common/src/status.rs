@@ -1,0 +1,211 @@
+//! The status endpoints both services serve: `/healthcheck` (Cyclops's
+//! load-balancer check), `/live`, `/ready` and `/metrics`.
+//!
+//! `/ready` answers 200 only when a Kafka metadata request succeeds and, when
+//! Redis is configured, Redis answers PING; it answers 503 as soon as
+//! shutdown begins, so that a load balancer stops sending before the
+//! listener closes. Its JSON body says which check failed and why.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::telemetry::names;
+
+/// Why the status endpoints could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot create the Kafka client used for readiness checks: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("invalid redis.url: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Metrics(#[from] crate::telemetry::MetricsError),
+}
+
+/// Probes Kafka with a metadata request.
+#[derive(Clone)]
+pub struct KafkaProbe {
+    client: Arc<BaseConsumer>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for KafkaProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaProbe").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+impl KafkaProbe {
+    /// A probe against `config.kafka.brokers`. Connects lazily.
+    pub fn new(config: &Config) -> Result<Self, StatusError> {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.kafka.brokers)
+            .set("client.id", "cyclops-readiness")
+            // Readiness must not fill the log with reconnect noise when the broker is down.
+            .set("log.connection.close", "false")
+            .create()?;
+        Ok(Self { client: Arc::new(client), timeout: Duration::from_millis(config.kafka.metadata_timeout_ms) })
+    }
+
+    /// Number of brokers in the cluster, or why none answered.
+    pub async fn check(&self) -> Result<String, String> {
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        // librdkafka's metadata call blocks its caller.
+        let meta = tokio::task::spawn_blocking(move || {
+            client.fetch_metadata(None, timeout).map(|m| (m.brokers().len(), m.topics().len()))
+        })
+        .await
+        .map_err(|e| format!("metadata task failed: {e}"))?;
+        match meta {
+            Ok((brokers, topics)) => Ok(format!("{brokers} broker(s), {topics} topic(s)")),
+            Err(e) => Err(format!("metadata request failed: {e}")),
+        }
+    }
+}
+
+/// Probes Redis with PING.
+#[derive(Debug, Clone)]
+pub struct RedisProbe {
+    client: redis::Client,
+    timeout: Duration,
+}
+
+impl RedisProbe {
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, StatusError> {
+        Ok(Self { client: redis::Client::open(url)?, timeout })
+    }
+
+    pub async fn check(&self) -> Result<String, String> {
+        let ping = async {
+            let mut conn = self.client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        match tokio::time::timeout(self.timeout, ping).await {
+            Ok(Ok(pong)) => Ok(pong),
+            Ok(Err(e)) => Err(format!("PING failed: {e}")),
+            Err(_) => Err(format!("no answer to PING within {} ms", self.timeout.as_millis())),
+        }
+    }
+}
+
+/// What the status endpoints need.
+#[derive(Debug)]
+pub struct StatusState {
+    service: &'static str,
+    healthcheck_text: String,
+    kafka: KafkaProbe,
+    redis: Option<RedisProbe>,
+    shutdown: CancellationToken,
+    prometheus: PrometheusHandle,
+}
+
+impl StatusState {
+    /// Builds the state for `service` from its configuration. `shutdown`
+    /// turns `/ready` to 503 once cancelled.
+    pub fn new(
+        service: &'static str,
+        healthcheck_text: String,
+        config: &Config,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StatusError> {
+        let timeout = Duration::from_millis(config.kafka.metadata_timeout_ms);
+        let redis = config.redis.url.as_deref().map(|url| RedisProbe::new(url, timeout)).transpose()?;
+        Ok(Self {
+            service,
+            healthcheck_text,
+            kafka: KafkaProbe::new(config)?,
+            redis,
+            shutdown,
+            prometheus: crate::telemetry::prometheus()?,
+        })
+    }
+}
+
+/// The `/ready` body.
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub shutting_down: bool,
+    pub checks: Vec<CheckResult>,
+}
+
+/// One dependency's state in `/ready`.
+#[derive(Debug, Serialize)]
+pub struct CheckResult {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl StatusState {
+    /// Runs every check concurrently.
+    pub async fn readiness(&self) -> Readiness {
+        let redis = async {
+            match &self.redis {
+                Some(probe) => Some(probe.check().await),
+                None => None,
+            }
+        };
+        let (kafka, redis) = tokio::join!(self.kafka.check(), redis);
+        let mut checks = vec![self.record("kafka", kafka)];
+        if let Some(redis) = redis {
+            checks.push(self.record("redis", redis));
+        }
+        let shutting_down = self.shutdown.is_cancelled();
+        Readiness { ready: !shutting_down && checks.iter().all(|c| c.ok), shutting_down, checks }
+    }
+
+    fn record(&self, name: &'static str, outcome: Result<String, String>) -> CheckResult {
+        let (ok, detail) = match outcome {
+            Ok(d) => (true, d),
+            Err(d) => {
+                metrics::counter!(names::READINESS_FAILURES, "service" => self.service, "check" => name).increment(1);
+                tracing::warn!(check = name, detail = %d, "readiness check failed");
+                (false, d)
+            }
+        };
+        CheckResult { name, ok, detail }
+    }
+}
+
+/// The router serving the status endpoints.
+pub fn router(state: Arc<StatusState>) -> Router {
+    Router::new()
+        .route("/healthcheck", get(healthcheck))
+        .route("/live", get(live))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+async fn healthcheck(State(state): State<Arc<StatusState>>) -> String {
+    state.healthcheck_text.clone()
+}
+
+async fn live() -> &'static str {
+    "OK"
+}
+
+async fn ready(State(state): State<Arc<StatusState>>) -> Response {
+    let readiness = state.readiness().await;
+    let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(readiness)).into_response()
+}
+
+async fn metrics_text(State(state): State<Arc<StatusState>>) -> Response {
+    state.prometheus.run_upkeep();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.prometheus.render()).into_response()
+}

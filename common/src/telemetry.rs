@@ -1,0 +1,64 @@
+//! Logging (tracing) and metrics (a Prometheus recorder) setup.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+/// Sets up logging to stderr. Verbosity follows Cyclops's `-v` flags:
+/// none = errors only, `-v` = warnings, `-vv` = info, `-vvv` = debug.
+/// `RUST_LOG`, when set, wins. Calling it twice is harmless.
+pub fn init_tracing(verbosity: u8) {
+    let level = match verbosity {
+        0 => "error",
+        1 => "warn",
+        2 => "info",
+        _ => "debug",
+    };
+    // librdkafka is chatty at debug; keep it one notch quieter than our code.
+    let default = format!("{level},rdkafka=warn,h2=warn,hyper=warn");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // An error only means a subscriber is already set (tests start several services).
+    if tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init().is_err() {
+        tracing::debug!("tracing already initialised");
+    }
+}
+
+static PROMETHEUS: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+/// Why metrics could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot install the Prometheus recorder: {0}")]
+pub struct MetricsError(String);
+
+/// Installs the process-wide Prometheus recorder on first use and returns a
+/// handle that renders it. Metrics are per process: two services started in
+/// one process (as the tests do) share one registry.
+pub fn prometheus() -> Result<PrometheusHandle, MetricsError> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().map_err(|e| e.to_string())?;
+            describe();
+            Ok(handle)
+        })
+        .clone()
+        .map_err(MetricsError)
+}
+
+/// Names of the metrics defined here; each service documents its own.
+pub mod names {
+    /// Gauge, always 1. Labels: `service`, `version`.
+    pub const BUILD_INFO: &str = "cyclops_build_info";
+    /// Counter of failed readiness checks. Labels: `service`, `check` (`kafka`, `redis`).
+    pub const READINESS_FAILURES: &str = "cyclops_readiness_check_failures_total";
+}
+
+fn describe() {
+    metrics::describe_gauge!(names::BUILD_INFO, "Always 1; labels carry the service and its version.");
+    metrics::describe_counter!(names::READINESS_FAILURES, "Readiness checks that failed, by service and check.");
+}
+
+/// Records `cyclops_build_info` for `service`.
+pub fn record_build_info(service: &'static str) {
+    metrics::gauge!(names::BUILD_INFO, "service" => service, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}

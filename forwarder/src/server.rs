@@ -1,0 +1,64 @@
+//! The forwarder's process: status endpoints and, around them, the bounded
+//! graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use cyclops_common::config::Config;
+use cyclops_common::shutdown::CancellationToken;
+use cyclops_common::status::{self, StatusState};
+use tokio::net::TcpListener;
+
+use crate::ForwarderError;
+
+/// A bound, not yet running forwarder.
+#[derive(Debug)]
+pub struct Forwarder {
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    drain: Duration,
+}
+
+impl Forwarder {
+    /// Binds `forwarder.bind:forwarder.port` for the status endpoints.
+    /// Cancelling `shutdown` later stops the forwarder.
+    pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, ForwarderError> {
+        let addr = SocketAddr::new(config.forwarder.bind, config.forwarder.port);
+        let listener = TcpListener::bind(addr).await.map_err(|source| ForwarderError::Bind { addr, source })?;
+        let status =
+            StatusState::new("forwarder", config.forwarder.healthcheck_text.clone(), &config, shutdown.clone())?;
+        cyclops_common::telemetry::record_build_info("forwarder");
+        let router = status::router(Arc::new(status));
+        Ok(Self { listener, router, shutdown, drain: Duration::from_secs(config.forwarder.drain_timeout_secs) })
+    }
+
+    /// The address of the status endpoints (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Runs until the shutdown token is cancelled, then stops within the
+    /// drain time.
+    pub async fn run(self) -> Result<(), ForwarderError> {
+        let Self { listener, router, shutdown, drain } = self;
+        let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            result = &mut server => return result.map_err(ForwarderError::Serve),
+            () = shutdown.cancelled() => {}
+        }
+        match tokio::time::timeout(drain, server).await {
+            Ok(result) => {
+                tracing::info!("forwarder drained and stopped");
+                result.map_err(ForwarderError::Serve)
+            }
+            Err(_) => {
+                tracing::warn!(drain_secs = drain.as_secs(), "drain time over; abandoning in-flight work");
+                Ok(())
+            }
+        }
+    }
+}

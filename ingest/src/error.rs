@@ -1,0 +1,14 @@
+//! Errors that stop ingest from starting or running.
+
+use std::net::SocketAddr;
+
+/// Why ingest could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Status(#[from] cyclops_common::status::StatusError),
+    #[error("http server failed: {0}")]
+    Serve(std::io::Error),
+}

@@ -1,0 +1,13 @@
+//! `cyclops-ingest`: the HTTP service Sentry SDKs send to.
+//!
+//! It speaks Sentry's ingestion protocol, drops floods of one error, and
+//! produces every accepted event to its project's Kafka topic, where
+//! `cyclops-forwarder` picks it up. [`Ingest::build`] binds the listener
+//! (port 0 in tests) and [`Ingest::run`] serves until the shutdown token is
+//! cancelled, then drains within `ingest.drain_timeout_secs`.
+
+mod error;
+mod server;
+
+pub use error::IngestError;
+pub use server::Ingest;

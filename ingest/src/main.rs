@@ -1,0 +1,62 @@
+//! `cyclops-ingest`: parses flags, loads the configuration, runs the service.
+
+use clap::{Parser, Subcommand};
+use cyclops_common::cli::{EXIT_CONFIG, EXIT_FAILURE, ServiceArgs};
+use cyclops_common::config::Service;
+
+/// Sentry-compatible intake in front of Sentry: drops floods, stores every
+/// accepted event in Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "cyclops-ingest", version)]
+struct Cli {
+    #[command(flatten)]
+    args: ServiceArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a complete, commented default configuration to PATH (like cyclops-init).
+    Init {
+        /// Where to write it; refuses to overwrite an existing file.
+        path: std::path::PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    cyclops_common::telemetry::init_tracing(cli.args.verbose);
+    if let Some(Command::Init { path }) = cli.command {
+        std::process::exit(cyclops_common::config::write_default(&path).map_or_else(
+            |e| {
+                eprintln!("cyclops-ingest: {e}");
+                EXIT_FAILURE
+            },
+            |()| {
+                eprintln!("wrote the default configuration to {}", path.display());
+                0
+            },
+        ));
+    }
+    let config = match cli.args.load_config(Service::Ingest) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cyclops-ingest: {e}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = run(config).await {
+        eprintln!("cyclops-ingest: {e}");
+        std::process::exit(EXIT_FAILURE);
+    }
+}
+
+async fn run(config: cyclops_common::config::Config) -> anyhow::Result<()> {
+    let shutdown = cyclops_common::shutdown::on_signals()?;
+    let ingest = cyclops_ingest::Ingest::build(config, shutdown).await?;
+    eprintln!("cyclops-ingest listening on http://{}", ingest.local_addr());
+    ingest.run().await?;
+    Ok(())
+}

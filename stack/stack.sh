@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# The local stack Cyclops runs and is tested against: real Apache Kafka
+# (single-node KRaft, fetched from Maven Central), Redis and PostgreSQL (from
+# Debian's packages), all on loopback.
+#
+#   stack/stack.sh up       install what is missing, start what is stopped, wait until each answers
+#   stack/stack.sh down     stop everything this script started
+#   stack/stack.sh status   say what runs where
+#   stack/stack.sh install  only install/fetch (no start)
+#
+# Every command is idempotent. State lives in $CYCLOPS_STACK_DIR (default
+# .stack/ in the repository, ignored by git); PostgreSQL's data directory lives
+# in $CYCLOPS_PG_DIR (default /tmp/cyclops-stack/postgres-$PG_PORT) because the
+# postgres user must be able to reach it, which a private clone directory does
+# not allow.
+#
+# Ports: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), REDIS_PORT (6379),
+# PG_PORT (5432). KAFKA_HEAP (default 768m) sets the broker's heap.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STACK_DIR=${CYCLOPS_STACK_DIR:-$ROOT/.stack}
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+REDIS_PORT=${REDIS_PORT:-6379}
+PG_PORT=${PG_PORT:-5432}
+PG_DIR=${CYCLOPS_PG_DIR:-/tmp/cyclops-stack/postgres-$PG_PORT}
+KAFKA_HEAP=${KAFKA_HEAP:-768m}
+
+KAFKA_POM=$ROOT/stack/kafka/pom.xml
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")
+KAFKA_HOME=$STACK_DIR/kafka
+KAFKA_LIBS=$KAFKA_HOME/libs-$KAFKA_VERSION
+KAFKA_DATA=$KAFKA_HOME/data
+KAFKA_LOG=$STACK_DIR/logs/kafka.log
+KAFKA_PID=$STACK_DIR/run/kafka.pid
+REDIS_LOG=$STACK_DIR/logs/redis.log
+REDIS_PID=$STACK_DIR/run/redis.pid
+PG_LOG=$PG_DIR/postgres.log
+
+say() { printf '[stack] %s\n' "$*"; }
+die() {
+  printf '[stack] ERROR: %s\n' "$1" >&2
+  if [ -n "${2:-}" ] && [ -f "$2" ]; then
+    printf '[stack] last lines of %s:\n' "$2" >&2
+    tail -n 25 "$2" | sed 's/^/    /' >&2
+  fi
+  exit 1
+}
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "installing Debian packages needs root (or sudo): $*"
+  fi
+}
+
+# --- installation ------------------------------------------------------------
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+install_debian_packages() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  { [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ]; } || missing+=(postgresql)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing from Debian: ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$STACK_DIR/logs/apt.log" 2>&1 ||
+    die "apt-get update failed" "$STACK_DIR/logs/apt.log"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >>"$STACK_DIR/logs/apt.log" 2>&1 ||
+    die "apt-get install ${missing[*]} failed" "$STACK_DIR/logs/apt.log"
+}
+
+fetch_kafka() {
+  [ -f "$KAFKA_LIBS/.complete" ] && return 0
+  command -v java >/dev/null || die "Java is missing: Kafka needs Java 17 or newer (apt-get install -y openjdk-17-jre-headless)"
+  command -v mvn >/dev/null || die "Maven is missing: it fetches Kafka from Maven Central (apt-get install -y maven)"
+  say "fetching Apache Kafka $KAFKA_VERSION from Maven Central (once)"
+  rm -rf "$KAFKA_LIBS.tmp"
+  mvn -B -q -f "$KAFKA_POM" dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$KAFKA_LIBS.tmp" >"$STACK_DIR/logs/kafka-fetch.log" 2>&1 ||
+    die "downloading Kafka $KAFKA_VERSION with Maven failed" "$STACK_DIR/logs/kafka-fetch.log"
+  [ -f "$KAFKA_LIBS.tmp/kafka_2.13-$KAFKA_VERSION.jar" ] ||
+    die "Maven finished but kafka_2.13-$KAFKA_VERSION.jar is not in $KAFKA_LIBS.tmp" "$STACK_DIR/logs/kafka-fetch.log"
+  touch "$KAFKA_LIBS.tmp/.complete"
+  rm -rf "$KAFKA_LIBS"
+  mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
+}
+
+install_all() {
+  mkdir -p "$STACK_DIR/logs" "$STACK_DIR/run"
+  install_debian_packages
+  fetch_kafka
+}
+
+# --- Kafka -------------------------------------------------------------------
+
+kafka_java() { java -cp "$KAFKA_LIBS/*" "$@"; }
+
+# One real metadata request: lists the broker's topics.
+kafka_answers() {
+  timeout 20 java -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list >/dev/null 2>&1
+}
+
+kafka_write_config() {
+  mkdir -p "$KAFKA_HOME"
+  cat >"$KAFKA_HOME/server.properties" <<EOF
+# Written by stack/stack.sh; rewritten on every start.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$KAFKA_DATA
+num.partitions=1
+# Topics are created by Cyclops through the admin API, never implicitly.
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+  cat >"$KAFKA_HOME/log4j2.properties" <<EOF
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = $KAFKA_LOG
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.state.name = state.change.logger
+logger.state.level = warn
+EOF
+}
+
+kafka_up() {
+  if pid_alive "$KAFKA_PID"; then
+    kafka_answers || die "Kafka (pid $(cat "$KAFKA_PID")) runs but does not answer on 127.0.0.1:$KAFKA_PORT" "$KAFKA_LOG"
+    say "kafka     already running  127.0.0.1:$KAFKA_PORT (Kafka $KAFKA_VERSION)"
+    return 0
+  fi
+  port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken by another process; stop it or set KAFKA_PORT"
+  port_open "$KAFKA_CONTROLLER_PORT" && die "port $KAFKA_CONTROLLER_PORT is taken by another process; stop it or set KAFKA_CONTROLLER_PORT"
+  kafka_write_config
+  if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
+    local cluster_id
+    cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_HOME/server.properties" \
+      >"$STACK_DIR/logs/kafka-format.log" 2>&1 || die "formatting Kafka's KRaft storage failed" "$STACK_DIR/logs/kafka-format.log"
+  fi
+  local started=$SECONDS
+  : >"$KAFKA_LOG"
+  nohup java -Xms256m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KAFKA_HOME/log4j2.properties" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_HOME/server.properties" \
+    >"$STACK_DIR/logs/kafka.stdout" 2>&1 </dev/null &
+  echo $! >"$KAFKA_PID"
+  local deadline=$((SECONDS + 90))
+  until grep -q "Kafka Server started" "$KAFKA_LOG" 2>/dev/null; do
+    pid_alive "$KAFKA_PID" || { cat "$STACK_DIR/logs/kafka.stdout" >>"$KAFKA_LOG"; die "Kafka exited while starting" "$KAFKA_LOG"; }
+    [ $SECONDS -lt $deadline ] || die "Kafka did not start within 90 s" "$KAFKA_LOG"
+    sleep 0.2
+  done
+  kafka_answers || die "Kafka started but does not answer a metadata request on 127.0.0.1:$KAFKA_PORT" "$KAFKA_LOG"
+  say "kafka     started in $((SECONDS - started)) s  127.0.0.1:$KAFKA_PORT (Kafka $KAFKA_VERSION, KRaft)"
+}
+
+kafka_down() {
+  pid_alive "$KAFKA_PID" || { rm -f "$KAFKA_PID"; return 0; }
+  local pid
+  pid=$(cat "$KAFKA_PID")
+  kill "$pid"
+  local deadline=$((SECONDS + 30))
+  while kill -0 "$pid" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { kill -9 "$pid" 2>/dev/null || true; break; }
+    sleep 0.2
+  done
+  rm -f "$KAFKA_PID"
+  say "kafka     stopped"
+}
+
+# --- Redis -------------------------------------------------------------------
+
+redis_answers() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = "PONG" ]; }
+
+redis_up() {
+  if pid_alive "$REDIS_PID"; then
+    redis_answers || die "Redis (pid $(cat "$REDIS_PID")) runs but does not answer PING on 127.0.0.1:$REDIS_PORT" "$REDIS_LOG"
+    say "redis     already running  redis://127.0.0.1:$REDIS_PORT"
+    return 0
+  fi
+  port_open "$REDIS_PORT" && die "port $REDIS_PORT is taken by another process; stop it or set REDIS_PORT"
+  mkdir -p "$STACK_DIR/redis"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes --pidfile "$REDIS_PID" \
+    --logfile "$REDIS_LOG" --dir "$STACK_DIR/redis" --save "" --appendonly no >/dev/null ||
+    die "redis-server did not start" "$REDIS_LOG"
+  local deadline=$((SECONDS + 20))
+  until redis_answers; do
+    [ $SECONDS -lt $deadline ] || die "Redis does not answer PING on 127.0.0.1:$REDIS_PORT" "$REDIS_LOG"
+    sleep 0.1
+  done
+  say "redis     started          redis://127.0.0.1:$REDIS_PORT"
+}
+
+redis_down() {
+  pid_alive "$REDIS_PID" || { rm -f "$REDIS_PID"; return 0; }
+  local pid
+  pid=$(cat "$REDIS_PID")
+  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$REDIS_PID"
+  say "redis     stopped"
+}
+
+# --- PostgreSQL --------------------------------------------------------------
+
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_answers() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1; }
+pg_running() { [ -f "$PG_DIR/data/postmaster.pid" ] && as_postgres "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; }
+
+pg_up() {
+  if pg_running; then
+    pg_answers || die "PostgreSQL runs but does not answer 'select 1' on 127.0.0.1:$PG_PORT" "$PG_LOG"
+    say "postgres  already running  postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+    return 0
+  fi
+  port_open "$PG_PORT" && die "port $PG_PORT is taken by another process; stop it or set PG_PORT"
+  local bin
+  bin=$(pg_bin)
+  mkdir -p "$PG_DIR"
+  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$PG_DIR" "$(dirname "$PG_DIR")" 2>/dev/null || true
+  if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
+    as_postgres "$bin/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 >"$PG_DIR/initdb.log" 2>&1 ||
+      die "initdb failed" "$PG_DIR/initdb.log"
+  fi
+  as_postgres "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_LOG" -w -t 60 \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DIR" start >/dev/null 2>&1 ||
+    die "PostgreSQL did not start" "$PG_LOG"
+  pg_answers || die "PostgreSQL started but does not answer 'select 1' on 127.0.0.1:$PG_PORT" "$PG_LOG"
+  say "postgres  started          postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+}
+
+pg_down() {
+  pg_running || return 0
+  as_postgres "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  say "postgres  stopped"
+}
+
+# --- commands ----------------------------------------------------------------
+
+status() {
+  local rc=0
+  if pid_alive "$KAFKA_PID" && kafka_answers; then say "kafka     up    127.0.0.1:$KAFKA_PORT (Kafka $KAFKA_VERSION)"; else say "kafka     down"; rc=1; fi
+  if pid_alive "$REDIS_PID" && redis_answers; then say "redis     up    redis://127.0.0.1:$REDIS_PORT"; else say "redis     down"; rc=1; fi
+  if [ -n "$(pg_bin)" ] && pg_running && pg_answers; then say "postgres  up    postgres://postgres@127.0.0.1:$PG_PORT/postgres"; else say "postgres  down"; rc=1; fi
+  say "logs in $STACK_DIR/logs (postgres: $PG_LOG)"
+  return $rc
+}
+
+case "${1:-}" in
+  install) install_all ;;
+  up)
+    install_all
+    kafka_up
+    redis_up
+    pg_up
+    say "logs in $STACK_DIR/logs"
+    ;;
+  down)
+    kafka_down
+    redis_down
+    [ -n "$(pg_bin)" ] && pg_down
+    ;;
+  status) status ;;
+  *)
+    echo "usage: $0 up|down|status|install" >&2
+    exit 2
+    ;;
+esac

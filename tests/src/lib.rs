@@ -1,0 +1,107 @@
+//! Helpers for the end-to-end tests: where the local stack is, unique names,
+//! services started in-process on port 0, and polling with a deadline.
+//!
+//! The stack comes from `stack/stack.sh up` (`make test` runs it). Addresses
+//! follow the same environment variables as the script: `KAFKA_PORT`,
+//! `REDIS_PORT`, `PG_PORT`.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use cyclops_common::config::Config;
+use cyclops_common::shutdown::CancellationToken;
+use tokio::task::JoinHandle;
+
+/// Kafka bootstrap address of the local stack.
+pub fn kafka_brokers() -> String {
+    format!("127.0.0.1:{}", std::env::var("KAFKA_PORT").unwrap_or_else(|_| "9092".into()))
+}
+
+/// Redis URL of the local stack.
+pub fn redis_url() -> String {
+    format!("redis://127.0.0.1:{}/0", std::env::var("REDIS_PORT").unwrap_or_else(|_| "6379".into()))
+}
+
+/// `name` with a random suffix, so that tests never share topics, groups or keys.
+pub fn unique(name: &str) -> String {
+    format!("{name}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A configuration pointing at the local stack, on loopback port 0, with a
+/// topic prefix of its own.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.kafka.brokers = kafka_brokers();
+    config.kafka.topic_prefix = format!("{}-", unique("test"));
+    config.redis.url = Some(redis_url());
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    config.ingest.bind = loopback;
+    config.ingest.port = 0;
+    config.forwarder.bind = loopback;
+    config.forwarder.port = 0;
+    config.ingest.drain_timeout_secs = 5;
+    config.forwarder.drain_timeout_secs = 5;
+    config
+}
+
+/// A service started in-process.
+#[derive(Debug)]
+pub struct TestService {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestService {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Cancels the service and waits (bounded) for it to stop.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.task).await??
+    }
+}
+
+/// Starts `cyclops-ingest` with `config`.
+pub async fn spawn_ingest(config: Config) -> anyhow::Result<TestService> {
+    cyclops_common::telemetry::init_tracing(2);
+    let shutdown = CancellationToken::new();
+    let ingest = cyclops_ingest::Ingest::build(config, shutdown.clone()).await?;
+    let addr = ingest.local_addr();
+    let task = tokio::spawn(async move { Ok(ingest.run().await?) });
+    Ok(TestService { addr, shutdown, task })
+}
+
+/// Starts `cyclops-forwarder` with `config`.
+pub async fn spawn_forwarder(config: Config) -> anyhow::Result<TestService> {
+    cyclops_common::telemetry::init_tracing(2);
+    let shutdown = CancellationToken::new();
+    let forwarder = cyclops_forwarder::Forwarder::build(config, shutdown.clone()).await?;
+    let addr = forwarder.local_addr();
+    let task = tokio::spawn(async move { Ok(forwarder.run().await?) });
+    Ok(TestService { addr, shutdown, task })
+}
+
+/// Polls `probe` until it returns `Some`, for at most `deadline`, backing off
+/// from 10 ms to 500 ms between attempts.
+pub async fn wait_for<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= end {
+            anyhow::bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests: one binary, run against the real local stack
+//! (`make test` starts it). Helpers live in `cyclops_tests`.
+
+mod stack;
+mod status;
