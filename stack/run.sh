@@ -21,6 +21,9 @@ PROJECT=$(sed -n 's/^id = \([0-9]*\)/\1/p' "$CONF" | head -n 1)
 export CYCLOPS__KAFKA__BROKERS=127.0.0.1:$KAFKA_PORT
 export CYCLOPS__REDIS__URL=redis://127.0.0.1:$REDIS_PORT/0
 
+# The services run in sessions of their own (setsid) so that Ctrl-C reaches
+# only this script, which then asks each to stop once: a second signal would
+# make them stop at once instead of draining.
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -35,14 +38,14 @@ if [ -n "${SENTRY_BASE_URL:-}" ]; then
   target="Sentry at $SENTRY_BASE_URL"
 else
   export CYCLOPS__SENTRY__BASE_URL=http://127.0.0.1:$DEMO_SINK_PORT
-  "$BIN/cyclops-forwarder" demo-sink --sink-port "$DEMO_SINK_PORT" &
+  setsid "$BIN/cyclops-forwarder" demo-sink --sink-port "$DEMO_SINK_PORT" &
   pids+=($!)
   target="the DEMO SINK on 127.0.0.1:$DEMO_SINK_PORT (a stand-in for Sentry: it prints what it receives and stores nothing; set SENTRY_BASE_URL for a real Sentry)"
 fi
 
-"$BIN/cyclops-ingest" --conf "$CONF" --port "$INGEST_PORT" -vv &
+setsid "$BIN/cyclops-ingest" --conf "$CONF" --port "$INGEST_PORT" -vv &
 pids+=($!)
-"$BIN/cyclops-forwarder" --conf "$CONF" --port "$FORWARDER_PORT" -vv &
+setsid "$BIN/cyclops-forwarder" --conf "$CONF" --port "$FORWARDER_PORT" -vv &
 pids+=($!)
 
 # Wait until both answer, or say which did not.

@@ -36,7 +36,6 @@ async fn record(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> &'
         .collect();
     let preview = String::from_utf8_lossy(&body[..body.len().min(PREVIEW_BYTES)]).replace('\n', "\\n");
     let more = if body.len() > PREVIEW_BYTES { "…" } else { "" };
-    tracing::info!(target: "demo_sink", "{method} {uri} ({} bytes) [{}] {preview}{more}", body.len(), shown.join("; "));
     println!(
         "[DEMO SINK — stand-in for Sentry, nothing is stored] {method} {uri} ({} bytes) [{}]\n    {preview}{more}",
         body.len(),

@@ -7,6 +7,10 @@ use std::net::SocketAddr;
 pub enum ForwarderError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot create the Kafka consumer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot create the HTTP client for Sentry: {0}")]
+    Http(#[from] reqwest::Error),
     #[error(transparent)]
     Status(#[from] cyclops_common::status::StatusError),
     #[error("http server failed: {0}")]

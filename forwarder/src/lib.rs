@@ -5,9 +5,13 @@
 //! within `forwarder.drain_timeout_secs`. [`demo_sink`] is a stand-in for
 //! Sentry that `make run` uses when no Sentry is configured.
 
+mod backoff;
+mod consumer;
 pub mod demo_sink;
 mod error;
+pub mod metrics;
 mod server;
+mod upstream;
 
 pub use error::ForwarderError;
 pub use server::Forwarder;

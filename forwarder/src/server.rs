@@ -12,14 +12,22 @@ use cyclops_common::status::{self, StatusState};
 use tokio::net::TcpListener;
 
 use crate::ForwarderError;
+use crate::upstream::Upstream;
 
 /// A bound, not yet running forwarder.
-#[derive(Debug)]
 pub struct Forwarder {
     listener: TcpListener,
     router: Router,
+    consumer: rdkafka::consumer::StreamConsumer,
+    upstream: Upstream,
     shutdown: CancellationToken,
     drain: Duration,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").field("addr", &self.local_addr()).finish_non_exhaustive()
+    }
 }
 
 impl Forwarder {
@@ -31,8 +39,12 @@ impl Forwarder {
         let status =
             StatusState::new("forwarder", config.forwarder.healthcheck_text.clone(), &config, shutdown.clone())?;
         cyclops_common::telemetry::record_build_info("forwarder");
+        crate::metrics::describe();
         let router = status::router(Arc::new(status));
-        Ok(Self { listener, router, shutdown, drain: Duration::from_secs(config.forwarder.drain_timeout_secs) })
+        let consumer = crate::consumer::subscribe(&config)?;
+        let upstream = Upstream::new(&config)?;
+        let drain = Duration::from_secs(config.forwarder.drain_timeout_secs);
+        Ok(Self { listener, router, consumer, upstream, shutdown, drain })
     }
 
     /// The address of the status endpoints (useful with port 0).
@@ -43,9 +55,18 @@ impl Forwarder {
     /// Runs until the shutdown token is cancelled, then stops within the
     /// drain time.
     pub async fn run(self) -> Result<(), ForwarderError> {
-        let Self { listener, router, shutdown, drain } = self;
+        let Self { listener, router, consumer, upstream, shutdown, drain } = self;
+        let delivery = tokio::spawn(crate::consumer::run(consumer, upstream, shutdown.clone()));
         let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let mut server = std::pin::pin!(server.into_future());
+        let server = async move {
+            let served = server.await;
+            // The loop stops at the same signal; wait for its final commit.
+            if let Err(e) = delivery.await {
+                tracing::error!(error = %e, "delivery loop failed");
+            }
+            served
+        };
+        let mut server = std::pin::pin!(server);
         tokio::select! {
             result = &mut server => return result.map_err(ForwarderError::Serve),
             () = shutdown.cancelled() => {}

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 pub enum IngestError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot create the Kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
     Status(#[from] cyclops_common::status::StatusError),
     #[error("http server failed: {0}")]

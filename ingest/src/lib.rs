@@ -7,6 +7,9 @@
 //! cancelled, then drains within `ingest.drain_timeout_secs`.
 
 mod error;
+pub mod intake;
+pub mod metrics;
+mod producer;
 mod server;
 
 pub use error::IngestError;

@@ -11,12 +11,15 @@ use cyclops_common::status::{self, StatusState};
 use tokio::net::TcpListener;
 
 use crate::IngestError;
+use crate::intake::{self, Intake};
+use crate::producer::EventProducer;
 
 /// A bound, not yet running ingest service.
 #[derive(Debug)]
 pub struct Ingest {
     listener: TcpListener,
     router: Router,
+    intake: Arc<Intake>,
     shutdown: CancellationToken,
     drain: Duration,
 }
@@ -29,8 +32,11 @@ impl Ingest {
         let listener = TcpListener::bind(addr).await.map_err(|source| IngestError::Bind { addr, source })?;
         let status = StatusState::new("ingest", config.ingest.healthcheck_text.clone(), &config, shutdown.clone())?;
         cyclops_common::telemetry::record_build_info("ingest");
-        let router = status::router(Arc::new(status));
-        Ok(Self { listener, router, shutdown, drain: Duration::from_secs(config.ingest.drain_timeout_secs) })
+        crate::metrics::describe();
+        let intake = Arc::new(Intake::new(&config, EventProducer::new(&config)?));
+        let router = status::router(Arc::new(status)).merge(intake::router(intake.clone()));
+        let drain = Duration::from_secs(config.ingest.drain_timeout_secs);
+        Ok(Self { listener, router, intake, shutdown, drain })
     }
 
     /// The address actually bound (useful with port 0).
@@ -43,7 +49,7 @@ impl Ingest {
     /// Serves until the shutdown token is cancelled, then lets in-flight
     /// requests finish for at most the drain time.
     pub async fn run(self) -> Result<(), IngestError> {
-        let Self { listener, router, shutdown, drain } = self;
+        let Self { listener, router, intake, shutdown, drain } = self;
         let app = router.into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let mut server = std::pin::pin!(server.into_future());
@@ -51,15 +57,21 @@ impl Ingest {
             result = &mut server => return result.map_err(IngestError::Serve),
             () = shutdown.cancelled() => {}
         }
-        match tokio::time::timeout(drain, server).await {
+        let started = tokio::time::Instant::now();
+        let result = match tokio::time::timeout(drain, server).await {
             Ok(result) => {
-                tracing::info!("ingest drained and stopped");
+                tracing::info!("ingest stopped accepting; requests drained");
                 result.map_err(IngestError::Serve)
             }
             Err(_) => {
                 tracing::warn!(drain_secs = drain.as_secs(), "drain time over; abandoning in-flight requests");
                 Ok(())
             }
-        }
+        };
+        // Every answered request was already acknowledged by Kafka; this only
+        // matters for requests abandoned above.
+        let left = drain.saturating_sub(started.elapsed());
+        tokio::task::spawn_blocking(move || intake.producer.flush(left)).await.ok();
+        result
     }
 }

@@ -4,6 +4,10 @@
 //! The stack comes from `stack/stack.sh up` (`make test` runs it). Addresses
 //! follow the same environment variables as the script: `KAFKA_PORT`,
 //! `REDIS_PORT`, `PG_PORT`.
+//!
+//! [`fake_sentry::FakeSentry`] stands in for Sentry.
+
+pub mod fake_sentry;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -149,6 +149,12 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
     if config.kafka.metadata_timeout_ms == 0 {
         return Err(key_error("kafka.metadata_timeout_ms", "must be greater than 0"));
     }
+    if !(1..=10_000).contains(&config.kafka.topic_partitions) {
+        return Err(key_error("kafka.topic_partitions", "must be between 1 and 10000"));
+    }
+    if !(1..=32).contains(&config.kafka.topic_replication_factor) {
+        return Err(key_error("kafka.topic_replication_factor", "must be between 1 and 32"));
+    }
     if let Some(url) = &config.redis.url {
         redis::parse_redis_url(url)
             .ok_or_else(|| key_error("redis.url", format!("not a redis:// or rediss:// URL: {url:?}")))?;
@@ -174,6 +180,18 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
                 &format!("projects[{i}].public_key"),
                 format!("key {:?} is listed twice; a key belongs to one project", p.public_key),
             ));
+        }
+    }
+    let group = &config.forwarder.group_id;
+    if group.is_empty() || group.len() > 200 {
+        return Err(key_error("forwarder.group_id", "must be 1 to 200 characters"));
+    }
+    for (key, ms) in [
+        ("ingest.produce_timeout_ms", config.ingest.produce_timeout_ms),
+        ("forwarder.request_timeout_ms", config.forwarder.request_timeout_ms),
+    ] {
+        if ms == 0 || ms > 600_000 {
+            return Err(key_error(key, format!("must be between 1 and 600000 milliseconds, got {ms}")));
         }
     }
     for (key, secs) in [

@@ -47,11 +47,23 @@ pub struct KafkaConfig {
     /// How long a metadata request (readiness, startup checks) may take.
     /// Defaults to 2000.
     pub metadata_timeout_ms: u64,
+    /// Partitions of a project topic that ingest creates; the forwarders of
+    /// one group share a topic's events by partition. Defaults to 4.
+    pub topic_partitions: i32,
+    /// Replication factor of the topics ingest creates. Defaults to 1 (one
+    /// broker); use 3 on a production cluster.
+    pub topic_replication_factor: i32,
 }
 
 impl Default for KafkaConfig {
     fn default() -> Self {
-        Self { brokers: "127.0.0.1:9092".into(), topic_prefix: "cyclops-events-".into(), metadata_timeout_ms: 2000 }
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: "cyclops-events-".into(),
+            metadata_timeout_ms: 2000,
+            topic_partitions: 4,
+            topic_replication_factor: 1,
+        }
     }
 }
 
@@ -106,6 +118,9 @@ pub struct IngestConfig {
     /// How long a graceful shutdown may take before in-flight work is
     /// abandoned. Defaults to 10.
     pub drain_timeout_secs: u64,
+    /// How long ingest waits for Kafka to acknowledge an event before it
+    /// answers 503 (the SDK retries later). Defaults to 5000.
+    pub produce_timeout_ms: u64,
 }
 
 impl Default for IngestConfig {
@@ -115,6 +130,7 @@ impl Default for IngestConfig {
             port: 3000,
             healthcheck_text: "WORKING".into(),
             drain_timeout_secs: 10,
+            produce_timeout_ms: 5000,
         }
     }
 }
@@ -132,6 +148,12 @@ pub struct ForwarderConfig {
     /// How long a graceful shutdown may take before in-flight work is
     /// abandoned. Defaults to 10.
     pub drain_timeout_secs: u64,
+    /// Kafka consumer group shared by every forwarder of one farm.
+    /// Defaults to `cyclops-forwarder`.
+    pub group_id: String,
+    /// Longest wait for one answer from Sentry; a timeout is retried.
+    /// Defaults to 10000.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ForwarderConfig {
@@ -141,6 +163,8 @@ impl Default for ForwarderConfig {
             port: 3001,
             healthcheck_text: "WORKING".into(),
             drain_timeout_secs: 10,
+            group_id: "cyclops-forwarder".into(),
+            request_timeout_ms: 10_000,
         }
     }
 }

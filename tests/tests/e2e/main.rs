@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, run against the real local stack
 //! (`make test` starts it). Helpers live in `cyclops_tests`.
 
+mod pipeline;
 mod stack;
 mod status;

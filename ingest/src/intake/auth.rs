@@ -1,0 +1,189 @@
+//! Who is sending: Sentry's auth in its header, query and envelope forms,
+//! and the project keys ingest accepts.
+//!
+//! Sources, as Relay reads them: `X-Sentry-Auth: Sentry …`, `Authorization:
+//! Sentry …` and a query string containing `sentry_`; more than one of them
+//! is refused (401). The envelope header's `dsn` is the fallback when none is
+//! present.
+
+use std::collections::HashMap;
+
+use axum::http::HeaderMap;
+use cyclops_common::config::ProjectKey;
+
+use super::StoreError;
+
+/// Credentials found in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentryAuth {
+    pub public_key: String,
+    pub secret_key: Option<String>,
+    /// The header value to forward upstream as `X-Sentry-Auth`, when the
+    /// credentials came from a header (query auth stays in the query).
+    pub forward_header: Option<String>,
+}
+
+/// Parses the `key=value, …` list after `Sentry `. `None` when `value` is
+/// not Sentry auth at all.
+fn parse_header(value: &str) -> Option<Result<SentryAuth, StoreError>> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("sentry") {
+        return None;
+    }
+    let mut key = None;
+    let mut secret = None;
+    for item in rest.split(',') {
+        let mut parts = item.splitn(2, '=');
+        let (Some(k), Some(v)) = (parts.next(), parts.next()) else { continue };
+        match k.trim() {
+            "sentry_key" => key = Some(v.trim().to_owned()),
+            "sentry_secret" => secret = Some(v.trim().to_owned()),
+            _ => {}
+        }
+    }
+    Some(match key.filter(|k| !k.is_empty()) {
+        Some(public_key) => Ok(SentryAuth {
+            public_key,
+            secret_key: secret.filter(|s| !s.is_empty()),
+            forward_header: Some(value.trim().to_owned()),
+        }),
+        None => Err(StoreError::BadAuth),
+    })
+}
+
+fn parse_query(query: &str) -> Option<Result<SentryAuth, StoreError>> {
+    if !query.contains("sentry_") {
+        return None;
+    }
+    let mut key = None;
+    let mut secret = None;
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "sentry_key" => key = Some(v.into_owned()),
+            "sentry_secret" => secret = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    // `sentry_data` alone (a GET beacon without a key) is not auth.
+    key.filter(|k| !k.is_empty()).map(|public_key| {
+        Ok(SentryAuth { public_key, secret_key: secret.filter(|s| !s.is_empty()), forward_header: None })
+    })
+}
+
+/// The credentials of a request, from exactly one source. `Ok(None)` when the
+/// request carries none (the envelope endpoint then tries the envelope's `dsn`).
+pub fn from_request(headers: &HeaderMap, query: Option<&str>) -> Result<Option<SentryAuth>, StoreError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(parse_header);
+    let found: Vec<Result<SentryAuth, StoreError>> =
+        [header("x-sentry-auth"), header("authorization"), query.and_then(parse_query)].into_iter().flatten().collect();
+    match found.len() {
+        0 => Ok(None),
+        1 => found.into_iter().next().transpose(),
+        _ => Err(StoreError::MultipleAuth),
+    }
+}
+
+/// Credentials from an envelope header's `dsn` (`scheme://KEY[:SECRET]@host/ID`).
+pub fn from_dsn(dsn: &str) -> Result<SentryAuth, StoreError> {
+    let url = url::Url::parse(dsn).map_err(|_| StoreError::BadEnvelopeAuth)?;
+    if url.username().is_empty() {
+        return Err(StoreError::BadEnvelopeAuth);
+    }
+    Ok(SentryAuth {
+        public_key: url.username().to_owned(),
+        secret_key: url.password().map(str::to_owned),
+        forward_header: None,
+    })
+}
+
+/// The DSN keys ingest accepts, by public key.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    keys: HashMap<String, ProjectKey>,
+}
+
+impl KeyStore {
+    pub fn new(projects: &[ProjectKey]) -> Self {
+        Self { keys: projects.iter().map(|p| (p.public_key.clone(), p.clone())).collect() }
+    }
+
+    /// Checks that `auth` is a known key of `project_id` (and that its secret
+    /// matches, when both sides have one).
+    pub fn check(&self, auth: &SentryAuth, project_id: u64) -> Result<(), StoreError> {
+        let key = self.keys.get(&auth.public_key).ok_or(StoreError::Rejected)?;
+        if key.id != project_id {
+            return Err(StoreError::Rejected);
+        }
+        if let (Some(given), Some(expected)) = (&auth.secret_key, &key.secret_key)
+            && given != expected
+        {
+            return Err(StoreError::Rejected);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn reads_each_source() {
+        let h = headers(&[("x-sentry-auth", "Sentry sentry_key=abc, sentry_version=7, sentry_secret=s")]);
+        let auth = from_request(&h, None).expect("ok").expect("some");
+        assert_eq!((auth.public_key.as_str(), auth.secret_key.as_deref()), ("abc", Some("s")));
+        assert!(auth.forward_header.is_some());
+
+        let h = headers(&[("authorization", "sentry sentry_key=def,sentry_version=7")]);
+        assert_eq!(from_request(&h, None).expect("ok").expect("some").public_key, "def");
+
+        let auth = from_request(&HeaderMap::new(), Some("sentry_version=7&sentry_key=ghi")).expect("ok").expect("some");
+        assert_eq!((auth.public_key.as_str(), auth.forward_header), ("ghi", None));
+    }
+
+    #[test]
+    fn none_is_none_and_two_are_refused() {
+        assert_eq!(from_request(&HeaderMap::new(), Some("a=b")), Ok(None));
+        assert_eq!(from_request(&headers(&[("authorization", "Bearer x")]), None), Ok(None));
+        let h = headers(&[("x-sentry-auth", "Sentry sentry_key=abc")]);
+        assert_eq!(from_request(&h, Some("sentry_key=abc")), Err(StoreError::MultipleAuth));
+    }
+
+    #[test]
+    fn a_header_without_a_key_is_bad() {
+        let h = headers(&[("x-sentry-auth", "Sentry sentry_version=7")]);
+        assert_eq!(from_request(&h, None), Err(StoreError::BadAuth));
+    }
+
+    #[test]
+    fn dsn_gives_key_and_secret() {
+        let auth = from_dsn("https://pub:sec@o1.ingest.example.com/42").expect("ok");
+        assert_eq!((auth.public_key.as_str(), auth.secret_key.as_deref()), ("pub", Some("sec")));
+        assert_eq!(from_dsn("not a dsn"), Err(StoreError::BadEnvelopeAuth));
+    }
+
+    #[test]
+    fn keys_belong_to_one_project_and_secrets_must_match() {
+        let store = KeyStore::new(&[ProjectKey { id: 1, public_key: "abc".into(), secret_key: Some("s".into()) }]);
+        let auth = |key: &str, secret: Option<&str>| SentryAuth {
+            public_key: key.into(),
+            secret_key: secret.map(Into::into),
+            forward_header: None,
+        };
+        assert_eq!(store.check(&auth("abc", None), 1), Ok(()));
+        assert_eq!(store.check(&auth("abc", Some("s")), 1), Ok(()));
+        assert_eq!(store.check(&auth("abc", Some("x")), 1), Err(StoreError::Rejected));
+        assert_eq!(store.check(&auth("abc", None), 2), Err(StoreError::Rejected));
+        assert_eq!(store.check(&auth("zzz", None), 1), Err(StoreError::Rejected));
+    }
+}

@@ -1,0 +1,241 @@
+//! SDK → ingest → Kafka → forwarder → Sentry, through the real stack.
+
+use std::time::Duration;
+
+use cyclops_common::config::{Config, ProjectKey};
+use cyclops_common::record::{RecordHeaders, topic_name};
+use cyclops_tests::fake_sentry::{FakeSentry, Recorded};
+use cyclops_tests::{TestService, kafka_brokers, spawn_forwarder, spawn_ingest, test_config, unique, wait_for};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use serde_json::Value;
+
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+const PROJECT: u64 = 42;
+const WAIT: Duration = Duration::from_secs(60);
+
+fn config_with_project(sentry: Option<&FakeSentry>) -> Config {
+    let mut config = test_config();
+    config.projects.push(ProjectKey { id: PROJECT, public_key: KEY.into(), secret_key: None });
+    config.forwarder.group_id = unique("group");
+    config.kafka.topic_partitions = 2;
+    if let Some(sentry) = sentry {
+        config.sentry.base_url = sentry.url();
+    }
+    config
+}
+
+fn auth_header(key: &str) -> String {
+    format!("Sentry sentry_version=7, sentry_key={key}, sentry_client=cyclops-tests/1")
+}
+
+async fn post(ingest: &TestService, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> reqwest::Response {
+    let mut request = reqwest::Client::new().post(ingest.url(path)).body(body);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    request.send().await.expect("request")
+}
+
+async fn wait_for_requests(sentry: &FakeSentry, n: usize) -> Vec<Recorded> {
+    wait_for(WAIT, &format!("{n} request(s) at the fake Sentry"), || async {
+        let got = sentry.requests();
+        (got.len() >= n).then_some(got)
+    })
+    .await
+    .expect("delivered")
+}
+
+#[tokio::test]
+async fn accepted_events_reach_sentry_with_body_and_auth_intact() {
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    let config = config_with_project(Some(&sentry));
+    let ingest = spawn_ingest(config.clone()).await.expect("ingest");
+    let forwarder = spawn_forwarder(config).await.expect("forwarder");
+
+    let event_id = uuid::Uuid::new_v4().simple().to_string();
+    let store_body = format!(r#"{{"event_id":"{event_id}","message":"boom","level":"error"}}"#).into_bytes();
+    let auth = auth_header(KEY);
+    let response = post(
+        &ingest,
+        &format!("/api/{PROJECT}/store/"),
+        &[("x-sentry-auth", &auth), ("content-type", "application/json"), ("user-agent", "sentry.python/2.0")],
+        store_body.clone(),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-cyclops-status"], "PROCESSED");
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["id"], event_id.as_str());
+
+    // An envelope authenticated in the query, its body opaque (as if compressed).
+    let envelope_body = b"\x1f\x8b opaque gzip bytes \x00\xff".to_vec();
+    let query = format!("sentry_key={KEY}&sentry_version=7");
+    let response = post(
+        &ingest,
+        &format!("/api/{PROJECT}/envelope/?{query}"),
+        &[("content-type", "application/x-sentry-envelope"), ("content-encoding", "gzip")],
+        envelope_body.clone(),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+
+    let requests = wait_for_requests(&sentry, 2).await;
+    let store = requests.iter().find(|r| r.path.ends_with("/store/")).expect("store delivered");
+    assert_eq!(store.method, "POST");
+    assert_eq!(store.path, format!("/api/{PROJECT}/store/"));
+    assert_eq!(store.body.as_ref(), store_body.as_slice(), "body as sent");
+    assert_eq!(store.header("x-sentry-auth"), Some(auth.as_str()));
+    assert_eq!(store.header("content-type"), Some("application/json"));
+    assert_eq!(store.header("user-agent"), Some("sentry.python/2.0"));
+    assert_eq!(store.header("x-forwarded-for"), Some("127.0.0.1"));
+
+    let envelope = requests.iter().find(|r| r.path.ends_with("/envelope/")).expect("envelope delivered");
+    assert_eq!(envelope.body.as_ref(), envelope_body.as_slice(), "compressed body stays as it came");
+    assert_eq!(envelope.query.as_deref(), Some(query.as_str()));
+    assert_eq!(envelope.header("content-encoding"), Some("gzip"));
+    assert_eq!(envelope.header("x-sentry-auth"), None, "query auth stays in the query");
+
+    forwarder.stop().await.expect("forwarder stops");
+    ingest.stop().await.expect("ingest stops");
+}
+
+#[tokio::test]
+async fn a_200_means_the_record_is_in_kafka() {
+    let config = config_with_project(None);
+    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let ingest = spawn_ingest(config).await.expect("ingest");
+    let body = br#"{"message":"no id given"}"#.to_vec();
+    let response =
+        post(&ingest, &format!("/api/{PROJECT}/store/"), &[("x-sentry-auth", &auth_header(KEY))], body.clone()).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("json");
+    let event_id = answer["id"].as_str().expect("an id is assigned").to_owned();
+    assert_eq!(event_id.len(), 32);
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    let message = tokio::time::timeout(WAIT, consumer.recv()).await.expect("in time").expect("a record");
+    assert_eq!(message.key(), Some(event_id.as_bytes()));
+    assert_eq!(message.payload(), Some(body.as_slice()));
+    let headers = RecordHeaders::from_kafka(message.headers()).expect("contract headers");
+    assert_eq!(headers.event_id, event_id);
+    assert_eq!(headers.project_id, PROJECT);
+    assert_eq!(headers.path, format!("/api/{PROJECT}/store/"));
+    ingest.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn bad_submissions_get_sentrys_answers() {
+    let ingest = spawn_ingest(config_with_project(None)).await.expect("ingest");
+    let store = format!("/api/{PROJECT}/store/");
+    let good = auth_header(KEY);
+    let other_key = auth_header("ffffffffffffffffffffffffffffffff");
+    let event = br#"{"message":"x"}"#.to_vec();
+    let query_store = format!("{store}?sentry_key={KEY}");
+    // (what, path, headers, body, expected status)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
+        ("missing auth", store.clone(), vec![], event.clone(), 401),
+        ("two auth sources", query_store, vec![("x-sentry-auth", &good)], event.clone(), 401),
+        ("unknown key", store.clone(), vec![("x-sentry-auth", &other_key)], event.clone(), 403),
+        ("key of another project", "/api/7/store/".into(), vec![("x-sentry-auth", &good)], event.clone(), 403),
+        ("non-numeric project", "/api/abc/store/".into(), vec![("x-sentry-auth", &good)], event.clone(), 400),
+        ("empty body", store.clone(), vec![("x-sentry-auth", &good)], vec![], 400),
+        ("invalid json", store.clone(), vec![("x-sentry-auth", &good)], b"{nope".to_vec(), 400),
+        (
+            "invalid envelope",
+            format!("/api/{PROJECT}/envelope/"),
+            vec![("x-sentry-auth", &good)],
+            b"nope\n".to_vec(),
+            400,
+        ),
+    ];
+    for (what, path, headers, body, status) in cases {
+        let response = post(&ingest, &path, &headers, body).await;
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        let detail: Value = response.json().await.expect("json body");
+        assert!(detail["detail"].is_string(), "{what}: {detail}");
+    }
+    ingest.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn an_envelope_authenticated_by_its_dsn_is_accepted() {
+    let ingest = spawn_ingest(config_with_project(None)).await.expect("ingest");
+    let body = format!("{{\"dsn\":\"http://{KEY}@example.com/{PROJECT}\"}}\n{{\"type\":\"session\"}}\n{{}}\n");
+    let response = post(&ingest, &format!("/api/{PROJECT}/envelope/"), &[], body.into_bytes()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.expect("json"), serde_json::json!({}), "no event, no id");
+    ingest.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn sentry_errors_are_retried_until_delivered() {
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    sentry.script(&[503, 502, 429]);
+    let config = config_with_project(Some(&sentry));
+    let ingest = spawn_ingest(config.clone()).await.expect("ingest");
+    let forwarder = spawn_forwarder(config).await.expect("forwarder");
+    let body = br#"{"message":"retry me"}"#.to_vec();
+    let response =
+        post(&ingest, &format!("/api/{PROJECT}/store/"), &[("x-sentry-auth", &auth_header(KEY))], body.clone()).await;
+    assert_eq!(response.status(), 200);
+    let requests = wait_for_requests(&sentry, 4).await;
+    assert!(requests.iter().all(|r| r.body.as_ref() == body.as_slice()), "the same event each time");
+    forwarder.stop().await.expect("forwarder stops");
+    ingest.stop().await.expect("ingest stops");
+}
+
+#[tokio::test]
+async fn without_kafka_the_sdk_gets_503_and_retry_after_never_200() {
+    let mut config = config_with_project(None);
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    config.kafka.brokers = format!("127.0.0.1:{unused}");
+    config.ingest.produce_timeout_ms = 500;
+    let ingest = spawn_ingest(config).await.expect("ingest");
+    let response =
+        post(&ingest, &format!("/api/{PROJECT}/store/"), &[("x-sentry-auth", &auth_header(KEY))], b"{}".to_vec()).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    ingest.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn a_restarted_forwarder_resumes_after_what_was_delivered() {
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    let config = config_with_project(Some(&sentry));
+    let ingest = spawn_ingest(config.clone()).await.expect("ingest");
+    let store = format!("/api/{PROJECT}/store/");
+    let auth = auth_header(KEY);
+
+    let first = spawn_forwarder(config.clone()).await.expect("forwarder");
+    assert_eq!(
+        post(&ingest, &store, &[("x-sentry-auth", &auth)], br#"{"message":"one"}"#.to_vec()).await.status(),
+        200
+    );
+    wait_for_requests(&sentry, 1).await;
+    first.stop().await.expect("first forwarder stops");
+
+    let second = spawn_forwarder(config).await.expect("second forwarder, same group");
+    assert_eq!(
+        post(&ingest, &store, &[("x-sentry-auth", &auth)], br#"{"message":"two"}"#.to_vec()).await.status(),
+        200
+    );
+    let requests = wait_for_requests(&sentry, 2).await;
+    let bodies: Vec<&[u8]> = requests.iter().map(|r| r.body.as_ref()).collect();
+    assert_eq!(bodies, [br#"{"message":"one"}"#.as_slice(), br#"{"message":"two"}"#.as_slice()]);
+    // Give a wrongly re-sent "one" the time to show up behind "two".
+    let resent =
+        wait_for(Duration::from_secs(3), "a third request", || async { (sentry.requests().len() > 2).then_some(()) })
+            .await;
+    assert!(resent.is_err(), "the committed event was sent again: {:?}", sentry.requests().len());
+    second.stop().await.expect("second forwarder stops");
+    ingest.stop().await.expect("ingest stops");
+}
