@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use cyclops_common::config::Config;
-use cyclops_common::shutdown::CancellationToken;
+use cyclops_common::shutdown::{CancellationToken, with_grace};
 use cyclops_common::status::{self, StatusState};
 use tokio::net::TcpListener;
 
@@ -66,20 +66,11 @@ impl Forwarder {
             }
             served
         };
-        let mut server = std::pin::pin!(server);
-        tokio::select! {
-            result = &mut server => return result.map_err(ForwarderError::Serve),
-            () = shutdown.cancelled() => {}
-        }
-        match tokio::time::timeout(drain, server).await {
-            Ok(result) => {
-                tracing::info!("forwarder drained and stopped");
-                result.map_err(ForwarderError::Serve)
-            }
-            Err(_) => {
-                tracing::warn!(drain_secs = drain.as_secs(), "drain time over; abandoning in-flight work");
-                Ok(())
-            }
-        }
+        let result = match with_grace(&shutdown, drain, server).await {
+            Some(served) => served.map_err(ForwarderError::Serve),
+            None => Ok(()),
+        };
+        tracing::info!("forwarder stopped");
+        result
     }
 }

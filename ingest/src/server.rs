@@ -6,13 +6,16 @@ use std::time::Duration;
 
 use axum::Router;
 use cyclops_common::config::Config;
-use cyclops_common::shutdown::CancellationToken;
+use cyclops_common::shutdown::{CancellationToken, with_grace};
 use cyclops_common::status::{self, StatusState};
 use tokio::net::TcpListener;
 
 use crate::IngestError;
 use crate::intake::{self, Intake};
 use crate::producer::EventProducer;
+
+/// Longest wait at shutdown for events queued in the producer.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
 /// A bound, not yet running ingest service.
 #[derive(Debug)]
@@ -52,26 +55,14 @@ impl Ingest {
         let Self { listener, router, intake, shutdown, drain } = self;
         let app = router.into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let mut server = std::pin::pin!(server.into_future());
-        tokio::select! {
-            result = &mut server => return result.map_err(IngestError::Serve),
-            () = shutdown.cancelled() => {}
-        }
-        let started = tokio::time::Instant::now();
-        let result = match tokio::time::timeout(drain, server).await {
-            Ok(result) => {
-                tracing::info!("ingest stopped accepting; requests drained");
-                result.map_err(IngestError::Serve)
-            }
-            Err(_) => {
-                tracing::warn!(drain_secs = drain.as_secs(), "drain time over; abandoning in-flight requests");
-                Ok(())
-            }
+        let result = match with_grace(&shutdown, drain, server.into_future()).await {
+            Some(served) => served.map_err(IngestError::Serve),
+            None => Ok(()),
         };
-        // Every answered request was already acknowledged by Kafka; this only
-        // matters for requests abandoned above.
-        let left = drain.saturating_sub(started.elapsed());
-        tokio::task::spawn_blocking(move || intake.producer.flush(left)).await.ok();
+        tracing::info!("ingest stopped");
+        // Every answered request was already acknowledged by Kafka; what is
+        // still queued belongs to requests abandoned above, so a short flush will do.
+        tokio::task::spawn_blocking(move || intake.producer.flush(FINAL_FLUSH)).await.ok();
         result
     }
 }

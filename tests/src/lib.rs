@@ -27,6 +27,14 @@ pub fn redis_url() -> String {
     format!("redis://127.0.0.1:{}/0", std::env::var("REDIS_PORT").unwrap_or_else(|_| "6379".into()))
 }
 
+/// PostgreSQL connection string of the local stack (user `postgres`, trust auth).
+pub fn postgres_url() -> String {
+    format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=10",
+        std::env::var("PG_PORT").unwrap_or_else(|_| "5432".into())
+    )
+}
+
 /// `name` with a random suffix, so that tests never share topics, groups or keys.
 pub fn unique(name: &str) -> String {
     format!("{name}-{}", uuid::Uuid::new_v4().simple())
@@ -71,7 +79,7 @@ impl TestService {
 
 /// Starts `cyclops-ingest` with `config`.
 pub async fn spawn_ingest(config: Config) -> anyhow::Result<TestService> {
-    cyclops_common::telemetry::init_tracing(2);
+    cyclops_common::telemetry::init_tracing(1);
     let shutdown = CancellationToken::new();
     let ingest = cyclops_ingest::Ingest::build(config, shutdown.clone()).await?;
     let addr = ingest.local_addr();
@@ -81,7 +89,7 @@ pub async fn spawn_ingest(config: Config) -> anyhow::Result<TestService> {
 
 /// Starts `cyclops-forwarder` with `config`.
 pub async fn spawn_forwarder(config: Config) -> anyhow::Result<TestService> {
-    cyclops_common::telemetry::init_tracing(2);
+    cyclops_common::telemetry::init_tracing(1);
     let shutdown = CancellationToken::new();
     let forwarder = cyclops_forwarder::Forwarder::build(config, shutdown.clone()).await?;
     let addr = forwarder.local_addr();

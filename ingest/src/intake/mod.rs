@@ -21,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -73,31 +73,34 @@ struct Submission {
     uri: Uri,
     headers: HeaderMap,
     peer: SocketAddr,
+    /// Kept as a result so that a body error (too large, say) gets our error shape.
     body: Result<Bytes, BytesRejection>,
 }
 
-async fn store(
-    State(intake): State<Arc<Intake>>,
-    Path(project): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, StoreError> {
-    accept(&intake, Endpoint::Store, Submission { project, method, uri, headers, peer, body }).await
+impl<S: Send + Sync> FromRequest<S> for Submission {
+    type Rejection = StoreError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, StoreError> {
+        let (mut parts, body) = request.into_parts();
+        let Path(project) =
+            Path::<String>::from_request_parts(&mut parts, state).await.map_err(|_| StoreError::BadProject)?;
+        // Served with connect info; a request without it (a test calling the
+        // router directly) has no peer address to record.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |ConnectInfo(addr)| *addr);
+        let body = Bytes::from_request(Request::from_parts(parts.clone(), body), state).await;
+        Ok(Self { project, method: parts.method, uri: parts.uri, headers: parts.headers, peer, body })
+    }
 }
 
-async fn envelope(
-    State(intake): State<Arc<Intake>>,
-    Path(project): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, StoreError> {
-    accept(&intake, Endpoint::Envelope, Submission { project, method, uri, headers, peer, body }).await
+async fn store(State(intake): State<Arc<Intake>>, submission: Submission) -> Result<Response, StoreError> {
+    accept(&intake, Endpoint::Store, submission).await
+}
+
+async fn envelope(State(intake): State<Arc<Intake>>, submission: Submission) -> Result<Response, StoreError> {
+    accept(&intake, Endpoint::Envelope, submission).await
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {

@@ -105,3 +105,16 @@ async fn redis_round_trips_with_expiry() {
     let exists: i64 = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await.expect("EXISTS");
     assert_eq!(exists, 0);
 }
+
+#[tokio::test]
+async fn postgres_answers_and_keeps_a_row() {
+    let (client, connection) = tokio_postgres::connect(&cyclops_tests::postgres_url(), tokio_postgres::NoTls)
+        .await
+        .expect("postgres connects");
+    tokio::spawn(connection);
+    let table = unique("stack_pg").replace('-', "_");
+    client.batch_execute(&format!("CREATE TEMP TABLE {table} (id int primary key, name text)")).await.expect("create");
+    client.execute(&format!("INSERT INTO {table} VALUES ($1, $2)"), &[&1_i32, &"cyclops"]).await.expect("insert");
+    let row = client.query_one(&format!("SELECT name FROM {table} WHERE id = $1"), &[&1_i32]).await.expect("select");
+    assert_eq!(row.get::<_, String>(0), "cyclops");
+}
