@@ -75,9 +75,16 @@ install_debian_packages() {
     die "apt-get install ${missing[*]} failed" "$STACK_DIR/logs/apt.log"
 }
 
-fetch_kafka() {
-  [ -f "$KAFKA_LIBS/.complete" ] && return 0
+need_java() {
   command -v java >/dev/null || die "Java is missing: Kafka needs Java 17 or newer (apt-get install -y openjdk-17-jre-headless)"
+  local major
+  major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1)
+  [ -n "$major" ] && [ "$major" -ge 17 ] || die "Kafka $KAFKA_VERSION needs Java 17 or newer; found: $(java -version 2>&1 | head -n 1)"
+}
+
+fetch_kafka() {
+  need_java
+  [ -f "$KAFKA_LIBS/.complete" ] && return 0
   command -v mvn >/dev/null || die "Maven is missing: it fetches Kafka from Maven Central (apt-get install -y maven)"
   say "fetching Apache Kafka $KAFKA_VERSION from Maven Central (once)"
   rm -rf "$KAFKA_LIBS.tmp"
