@@ -51,7 +51,14 @@ die() {
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# True when the pid file $1 names a live process whose command line contains
+# $2: a pid file left over from before a reboot may name an unrelated process.
+pid_alive() {
+  [ -f "$1" ] || return 1
+  local pid
+  pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"
+}
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -67,16 +74,24 @@ install_debian_packages() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   { [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ]; } || missing+=(postgresql)
+  command -v java >/dev/null || missing+=(default-jre-headless)
+  command -v mvn >/dev/null || missing+=(maven)
+  command -v curl >/dev/null || missing+=(curl)
   [ ${#missing[@]} -eq 0 ] && return 0
   say "installing from Debian: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$STACK_DIR/logs/apt.log" 2>&1 ||
     die "apt-get update failed" "$STACK_DIR/logs/apt.log"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >>"$STACK_DIR/logs/apt.log" 2>&1 ||
     die "apt-get install ${missing[*]} failed" "$STACK_DIR/logs/apt.log"
+  # On a host run by systemd the packages start system-wide servers on the
+  # ports this stack uses; the stack runs its own, so stop those.
+  if [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now redis-server postgresql >/dev/null 2>&1 || true
+  fi
 }
 
 need_java() {
-  command -v java >/dev/null || die "Java is missing: Kafka needs Java 17 or newer (apt-get install -y openjdk-17-jre-headless)"
+  command -v java >/dev/null || die "Java is missing: Kafka needs Java 17 or newer (apt-get install -y default-jre-headless)"
   local major
   major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1)
   [ -n "$major" ] && [ "$major" -ge 17 ] || die "Kafka $KAFKA_VERSION needs Java 17 or newer; found: $(java -version 2>&1 | head -n 1)"
@@ -153,7 +168,7 @@ EOF
 }
 
 kafka_up() {
-  if pid_alive "$KAFKA_PID"; then
+  if pid_alive "$KAFKA_PID" kafka.Kafka; then
     kafka_answers || die "Kafka (pid $(cat "$KAFKA_PID")) runs but does not answer on 127.0.0.1:$KAFKA_PORT" "$KAFKA_LOG"
     say "kafka     already running  127.0.0.1:$KAFKA_PORT (Kafka $KAFKA_VERSION)"
     return 0
@@ -176,7 +191,7 @@ kafka_up() {
   echo $! >"$KAFKA_PID"
   local deadline=$((SECONDS + 90))
   until grep -q "Kafka Server started" "$KAFKA_LOG" 2>/dev/null; do
-    pid_alive "$KAFKA_PID" || { cat "$STACK_DIR/logs/kafka.stdout" >>"$KAFKA_LOG"; die "Kafka exited while starting" "$KAFKA_LOG"; }
+    pid_alive "$KAFKA_PID" kafka.Kafka || { cat "$STACK_DIR/logs/kafka.stdout" >>"$KAFKA_LOG"; die "Kafka exited while starting" "$KAFKA_LOG"; }
     [ $SECONDS -lt $deadline ] || die "Kafka did not start within 90 s" "$KAFKA_LOG"
     sleep 0.2
   done
@@ -185,10 +200,10 @@ kafka_up() {
 }
 
 kafka_down() {
-  pid_alive "$KAFKA_PID" || { rm -f "$KAFKA_PID"; return 0; }
+  pid_alive "$KAFKA_PID" kafka.Kafka || { rm -f "$KAFKA_PID"; return 0; }
   local pid
   pid=$(cat "$KAFKA_PID")
-  kill "$pid"
+  kill "$pid" 2>/dev/null || true
   local deadline=$((SECONDS + 30))
   while kill -0 "$pid" 2>/dev/null; do
     [ $SECONDS -lt $deadline ] || { kill -9 "$pid" 2>/dev/null || true; break; }
@@ -203,7 +218,7 @@ kafka_down() {
 redis_answers() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = "PONG" ]; }
 
 redis_up() {
-  if pid_alive "$REDIS_PID"; then
+  if pid_alive "$REDIS_PID" redis-server; then
     redis_answers || die "Redis (pid $(cat "$REDIS_PID")) runs but does not answer PING on 127.0.0.1:$REDIS_PORT" "$REDIS_LOG"
     say "redis     already running  redis://127.0.0.1:$REDIS_PORT"
     return 0
@@ -222,13 +237,13 @@ redis_up() {
 }
 
 redis_down() {
-  pid_alive "$REDIS_PID" || { rm -f "$REDIS_PID"; return 0; }
+  pid_alive "$REDIS_PID" redis-server || { rm -f "$REDIS_PID"; return 0; }
   local pid
   pid=$(cat "$REDIS_PID")
   redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
   local deadline=$((SECONDS + 10))
-  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
+  while pid_alive "$REDIS_PID" redis-server && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+  if pid_alive "$REDIS_PID" redis-server; then kill -9 "$pid" 2>/dev/null || true; fi
   rm -f "$REDIS_PID"
   say "redis     stopped"
 }
@@ -252,7 +267,7 @@ pg_up() {
   local bin
   bin=$(pg_bin)
   mkdir -p "$PG_DIR"
-  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$PG_DIR" "$(dirname "$PG_DIR")" 2>/dev/null || true
+  if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$PG_DIR"; fi
   if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
     as_postgres "$bin/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 >"$PG_DIR/initdb.log" 2>&1 ||
       die "initdb failed" "$PG_DIR/initdb.log"
@@ -274,8 +289,8 @@ pg_down() {
 
 status() {
   local rc=0
-  if pid_alive "$KAFKA_PID" && kafka_answers; then say "kafka     up    127.0.0.1:$KAFKA_PORT (Kafka $KAFKA_VERSION)"; else say "kafka     down"; rc=1; fi
-  if pid_alive "$REDIS_PID" && redis_answers; then say "redis     up    redis://127.0.0.1:$REDIS_PORT"; else say "redis     down"; rc=1; fi
+  if pid_alive "$KAFKA_PID" kafka.Kafka && kafka_answers; then say "kafka     up    127.0.0.1:$KAFKA_PORT (Kafka $KAFKA_VERSION)"; else say "kafka     down"; rc=1; fi
+  if pid_alive "$REDIS_PID" redis-server && redis_answers; then say "redis     up    redis://127.0.0.1:$REDIS_PORT"; else say "redis     down"; rc=1; fi
   if [ -n "$(pg_bin)" ] && pg_running && pg_answers; then say "postgres  up    postgres://postgres@127.0.0.1:$PG_PORT/postgres"; else say "postgres  down"; rc=1; fi
   say "logs in $STACK_DIR/logs (postgres: $PG_LOG)"
   return $rc
@@ -293,7 +308,7 @@ case "${1:-}" in
   down)
     kafka_down
     redis_down
-    [ -n "$(pg_bin)" ] && pg_down
+    if [ -n "$(pg_bin)" ]; then pg_down; fi
     ;;
   status) status ;;
   *)

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod fingerprint;
 pub mod record;
 pub mod shutdown;
 pub mod status;

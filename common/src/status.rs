@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -110,7 +112,15 @@ pub struct StatusState {
     redis: Option<RedisProbe>,
     shutdown: CancellationToken,
     prometheus: PrometheusHandle,
+    /// The last checks and when they ran. Callers within [`CHECK_TTL`] share
+    /// them, and the lock makes concurrent callers wait for one probe rather
+    /// than each starting its own: readiness costs the dependencies at most
+    /// one probe per second however often a load balancer asks.
+    last: tokio::sync::Mutex<Option<(Instant, Vec<CheckResult>)>>,
 }
+
+/// How long one round of readiness checks is reused.
+pub const CHECK_TTL: Duration = Duration::from_secs(1);
 
 impl StatusState {
     /// Builds the state for `service` from its configuration. `shutdown`
@@ -130,6 +140,7 @@ impl StatusState {
             redis,
             shutdown,
             prometheus: crate::telemetry::prometheus()?,
+            last: tokio::sync::Mutex::new(None),
         })
     }
 }
@@ -143,7 +154,7 @@ pub struct Readiness {
 }
 
 /// One dependency's state in `/ready`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
     pub name: &'static str,
     pub ok: bool,
@@ -151,8 +162,25 @@ pub struct CheckResult {
 }
 
 impl StatusState {
-    /// Runs every check concurrently.
+    /// The state of every dependency (probed at most once per [`CHECK_TTL`]) and of shutdown.
     pub async fn readiness(&self) -> Readiness {
+        let checks = {
+            let mut last = self.last.lock().await;
+            match &*last {
+                Some((at, checks)) if at.elapsed() < CHECK_TTL => checks.clone(),
+                _ => {
+                    let checks = self.probe().await;
+                    *last = Some((Instant::now(), checks.clone()));
+                    checks
+                }
+            }
+        };
+        let shutting_down = self.shutdown.is_cancelled();
+        Readiness { ready: !shutting_down && checks.iter().all(|c| c.ok), shutting_down, checks }
+    }
+
+    /// Runs every check concurrently.
+    async fn probe(&self) -> Vec<CheckResult> {
         let redis = async {
             match &self.redis {
                 Some(probe) => Some(probe.check().await),
@@ -164,8 +192,7 @@ impl StatusState {
         if let Some(redis) = redis {
             checks.push(self.record("redis", redis));
         }
-        let shutting_down = self.shutdown.is_cancelled();
-        Readiness { ready: !shutting_down && checks.iter().all(|c| c.ok), shutting_down, checks }
+        checks
     }
 
     fn record(&self, name: &'static str, outcome: Result<String, String>) -> CheckResult {

@@ -52,6 +52,7 @@ pub fn subscribe(config: &Config) -> Result<StreamConsumer, KafkaError> {
 /// Consumes and delivers until `shutdown` is cancelled, then commits what
 /// was delivered.
 pub async fn run(consumer: StreamConsumer, upstream: Upstream, shutdown: CancellationToken) {
+    let consumer = std::sync::Arc::new(consumer);
     loop {
         let message = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -69,10 +70,17 @@ pub async fn run(consumer: StreamConsumer, upstream: Upstream, shutdown: Cancell
             }
         }
     }
-    // Ship the stored offsets now rather than at the next auto-commit tick.
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => tracing::warn!(error = %e, "final commit failed; undelivered-looking events will be sent again"),
+    // Ship the stored offsets now rather than at the next auto-commit tick,
+    // and leave the group; both block, so not on a runtime thread.
+    let closing = tokio::task::spawn_blocking(move || {
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!(error = %e, "final commit failed; delivered events may be sent again"),
+        }
+        drop(consumer);
+    });
+    if let Err(e) = closing.await {
+        tracing::error!(error = %e, "closing the consumer failed");
     }
 }
 
@@ -92,7 +100,13 @@ async fn deliver(
     let outcome = match RecordHeaders::from_kafka(message.headers()) {
         Err(e) => Outcome::Malformed(e.to_string()),
         Ok(record) => loop {
-            match upstream.deliver(&record, body).await {
+            // An attempt in flight at shutdown is abandoned: its offset is not
+            // stored, so the event is delivered again later (at-least-once).
+            let attempt = tokio::select! {
+                () = shutdown.cancelled() => return false,
+                outcome = upstream.deliver(&record, body) => outcome,
+            };
+            match attempt {
                 Outcome::Retry(reason) => {
                     metrics::counter!(m::RETRIED, "reason" => reason).increment(1);
                     let delay = backoff.next_delay();

@@ -70,12 +70,12 @@ impl EventProducer {
         self.known_topics.lock().map(|t| t.contains(topic)).unwrap_or(false)
     }
 
-    async fn ensure_topic(&self, topic: &str) -> Result<(), ProduceError> {
+    async fn ensure_topic(&self, topic: &str, budget: Duration) -> Result<(), ProduceError> {
         if self.is_known(topic) {
             return Ok(());
         }
         let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(self.replication));
-        let options = AdminOptions::new().operation_timeout(Some(self.timeout)).request_timeout(Some(self.timeout));
+        let options = AdminOptions::new().operation_timeout(Some(budget)).request_timeout(Some(budget));
         let error = |message: String| ProduceError::CreateTopic { topic: topic.to_owned(), message };
         let results = self.admin.create_topics(&[new], &options).await.map_err(|e| error(e.to_string()))?;
         for result in results {
@@ -94,7 +94,8 @@ impl EventProducer {
         Ok(())
     }
 
-    /// Stores one event; returns once Kafka acknowledged it.
+    /// Stores one event; returns once Kafka acknowledged it, or fails within
+    /// `ingest.produce_timeout_ms` all told (topic creation included).
     pub async fn send(
         &self,
         topic: &str,
@@ -102,15 +103,15 @@ impl EventProducer {
         payload: &[u8],
         headers: OwnedHeaders,
     ) -> Result<(), ProduceError> {
-        self.ensure_topic(topic).await?;
-        let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
-        // librdkafka enforces message.timeout.ms; the outer timeout is a backstop.
-        let delivery = self.producer.send(record, self.timeout);
-        match tokio::time::timeout(self.timeout + Duration::from_secs(1), delivery).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, _))) => Err(ProduceError::Send(e)),
-            Err(_) => Err(ProduceError::Timeout(self.timeout)),
-        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let stored = async {
+            self.ensure_topic(topic, self.timeout).await?;
+            let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            self.producer.send(record, left).await.map(|_| ()).map_err(|(e, _)| ProduceError::Send(e))
+        };
+        // librdkafka also enforces message.timeout.ms; this bounds the whole.
+        tokio::time::timeout_at(deadline, stored).await.unwrap_or(Err(ProduceError::Timeout(self.timeout)))
     }
 
     /// Waits (bounded) for queued events to be delivered, at shutdown.

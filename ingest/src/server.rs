@@ -25,6 +25,7 @@ pub struct Ingest {
     intake: Arc<Intake>,
     shutdown: CancellationToken,
     drain: Duration,
+    delay: Duration,
 }
 
 impl Ingest {
@@ -39,7 +40,8 @@ impl Ingest {
         let intake = Arc::new(Intake::new(&config, EventProducer::new(&config)?));
         let router = status::router(Arc::new(status)).merge(intake::router(intake.clone()));
         let drain = Duration::from_secs(config.ingest.drain_timeout_secs);
-        Ok(Self { listener, router, intake, shutdown, drain })
+        let delay = Duration::from_millis(config.ingest.shutdown_delay_ms);
+        Ok(Self { listener, router, intake, shutdown, drain, delay })
     }
 
     /// The address actually bound (useful with port 0).
@@ -52,10 +54,19 @@ impl Ingest {
     /// Serves until the shutdown token is cancelled, then lets in-flight
     /// requests finish for at most the drain time.
     pub async fn run(self) -> Result<(), IngestError> {
-        let Self { listener, router, intake, shutdown, drain } = self;
+        let Self { listener, router, intake, shutdown, drain, delay } = self;
         let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let result = match with_grace(&shutdown, drain, server.into_future()).await {
+        // Shutdown turns /ready to 503 at once; the listener closes `delay` later.
+        let stop_accepting = CancellationToken::new();
+        let closer = stop_accepting.clone();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            signal.cancelled().await;
+            tokio::time::sleep(delay).await;
+            closer.cancel();
+        });
+        let server = axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        let result = match with_grace(&stop_accepting, drain, server.into_future()).await {
             Some(served) => served.map_err(IngestError::Serve),
             None => Ok(()),
         };

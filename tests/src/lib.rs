@@ -53,6 +53,8 @@ pub fn test_config() -> Config {
     config.forwarder.bind = loopback;
     config.forwarder.port = 0;
     config.ingest.drain_timeout_secs = 5;
+    config.ingest.shutdown_delay_ms = 0;
+    config.forwarder.group_id = unique("group");
     config.forwarder.drain_timeout_secs = 5;
     config
 }

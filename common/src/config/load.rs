@@ -97,12 +97,10 @@ fn merge(
     builder = builder.add_source(
         Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").try_parsing(true).source(Some(env)),
     );
-    let merged = builder
-        .build()
-        .map_err(|e| ConfigError::Merge(e.to_string()))?
-        .try_deserialize::<serde_json::Value>()
-        .map_err(|e| ConfigError::Merge(e.to_string()))?;
-    // serde_path_to_error names the exact key of a bad or unknown field.
+    let merged = builder.build().map_err(|e| ConfigError::Merge(e.to_string()))?;
+    // serde_path_to_error names the exact key of a bad or unknown field; the
+    // config crate's own deserializer turns the environment's strings into
+    // numbers where a key wants one, and numbers back into strings.
     serde_path_to_error::deserialize(merged).map_err(|e| {
         let key = e.path().to_string();
         ConfigError::Key { key, message: e.inner().to_string() }
@@ -193,6 +191,9 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         if ms == 0 || ms > 600_000 {
             return Err(key_error(key, format!("must be between 1 and 600000 milliseconds, got {ms}")));
         }
+    }
+    if config.ingest.shutdown_delay_ms > 600_000 {
+        return Err(key_error("ingest.shutdown_delay_ms", "must be at most 600000 milliseconds"));
     }
     for (key, secs) in [
         ("ingest.drain_timeout_secs", config.ingest.drain_timeout_secs),

@@ -73,8 +73,16 @@ impl Default for KafkaConfig {
 pub struct RedisConfig {
     /// `redis://host:port/db` of the Redis that holds the flood-filter
     /// counters shared by every ingest instance. Unset (the default): each
-    /// instance counts in process.
+    /// instance counts in process. An empty value (say, from
+    /// `CYCLOPS__REDIS__URL=`) also means unset.
+    #[serde(deserialize_with = "empty_is_none")]
     pub url: Option<String>,
+}
+
+/// An optional string where `""` means absent, so that an environment
+/// variable can unset a key the file sets.
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
 }
 
 /// `[sentry]`
@@ -121,6 +129,15 @@ pub struct IngestConfig {
     /// How long ingest waits for Kafka to acknowledge an event before it
     /// answers 503 (the SDK retries later). Defaults to 5000.
     pub produce_timeout_ms: u64,
+    /// At shutdown, how long ingest keeps serving with `/ready` answering
+    /// 503 before it stops accepting, so that a load balancer polling
+    /// `/ready` takes it out of rotation first. Defaults to 2000.
+    pub shutdown_delay_ms: u64,
+    /// Take the client address from the leftmost `X-Forwarded-For` entry
+    /// instead of the TCP peer. Only for ingest behind a proxy that sets the
+    /// header (nginx, a load balancer); a client could forge it otherwise.
+    /// Defaults to false.
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for IngestConfig {
@@ -131,6 +148,8 @@ impl Default for IngestConfig {
             healthcheck_text: "WORKING".into(),
             drain_timeout_secs: 10,
             produce_timeout_ms: 5000,
+            shutdown_delay_ms: 2000,
+            trust_forwarded_for: false,
         }
     }
 }

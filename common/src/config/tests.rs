@@ -1,3 +1,5 @@
+//! Unit tests of configuration loading: layering, defaults, and errors that name their key.
+
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
@@ -25,20 +27,30 @@ fn the_default_file_is_exactly_the_defaults() {
     assert_eq!(load_from_str(DEFAULT_CONFIG_TOML).expect("default file loads"), Config::default());
 }
 
+/// The lines of `DEFAULT_CONFIG_TOML` under the table `header`, up to the next table.
+fn section(header: &str) -> Vec<&'static str> {
+    let lines: Vec<&str> = DEFAULT_CONFIG_TOML.lines().map(|l| l.trim_start_matches('#').trim()).collect();
+    let start = lines.iter().position(|l| *l == header).unwrap_or_else(|| panic!("{header} undocumented"));
+    lines[start + 1..].iter().take_while(|l| !l.starts_with('[')).copied().collect()
+}
+
 #[test]
-fn the_default_file_documents_every_key() {
+fn the_default_file_documents_every_key_in_its_section() {
     let mut config = Config::default();
     config.redis.url = Some("redis://x".into());
     config.projects.push(ProjectKey { id: 1, public_key: "k".into(), secret_key: Some("s".into()) });
     let serialized = serde_json::to_value(&config).expect("serialize");
-    for (section, value) in serialized.as_object().expect("object") {
-        assert!(DEFAULT_CONFIG_TOML.contains(&format!("[{section}]")), "section {section} undocumented");
-        let fields = match value {
-            serde_json::Value::Array(items) => items[0].as_object().expect("table").clone(),
-            other => other.as_object().expect("table").clone(),
+    for (name, value) in serialized.as_object().expect("object") {
+        let (header, fields) = match value {
+            serde_json::Value::Array(items) => (format!("[[{name}]]"), items[0].as_object().expect("table").clone()),
+            other => (format!("[{name}]"), other.as_object().expect("table").clone()),
         };
+        let lines = section(&header);
         for key in fields.keys() {
-            assert!(DEFAULT_CONFIG_TOML.contains(&format!("{key} = ")), "{section}.{key} undocumented");
+            assert!(
+                lines.iter().any(|l| l.starts_with(&format!("{key} = "))),
+                "{name}.{key} undocumented under {header}"
+            );
         }
     }
 }
@@ -165,4 +177,24 @@ fn init_writes_the_default_and_never_overwrites() {
     let loaded = load(Some(&path), env(&[]), Service::Ingest, &Overrides::default()).expect("loads");
     assert_eq!(loaded, Config::default());
     assert!(write_default(&path).is_err(), "a second init must not overwrite");
+}
+
+#[test]
+fn environment_strings_fit_numbers_and_strings_alike() {
+    let vars = [
+        ("CYCLOPS__INGEST__HEALTHCHECK_TEXT", "1"),
+        ("CYCLOPS__FORWARDER__GROUP_ID", "123"),
+        ("CYCLOPS__INGEST__PORT", "4321"),
+    ];
+    let config = load_with("", &vars, &Overrides::default()).expect("loads");
+    assert_eq!(config.ingest.healthcheck_text, "1");
+    assert_eq!(config.forwarder.group_id, "123");
+    assert_eq!(config.ingest.port, 4321);
+}
+
+#[test]
+fn an_empty_environment_value_unsets_redis() {
+    let config = load_with("[redis]\nurl = \"redis://x:1\"\n", &[("CYCLOPS__REDIS__URL", "")], &Overrides::default())
+        .expect("loads");
+    assert_eq!(config.redis.url, None);
 }

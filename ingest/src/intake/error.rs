@@ -30,6 +30,12 @@ pub enum StoreError {
     InvalidJson(String),
     #[error("invalid event envelope: {0}")]
     InvalidEnvelope(String),
+    #[error("unsupported content encoding {0:?}")]
+    UnsupportedEncoding(String),
+    #[error("invalid compression: {0}")]
+    InvalidCompression(String),
+    #[error("payload exceeds the size limit of {limit} bytes")]
+    TooLarge { limit: usize },
     #[error("failed to read request body: {message}")]
     Body { status: u16, message: String },
     /// Kafka did not acknowledge the event in time: the SDK should retry.
@@ -42,11 +48,15 @@ impl StoreError {
         match self {
             Self::MissingAuth | Self::MultipleAuth | Self::BadAuth | Self::BadEnvelopeAuth => StatusCode::UNAUTHORIZED,
             Self::Rejected => StatusCode::FORBIDDEN,
+            Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Body { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::BadProject | Self::EmptyBody | Self::InvalidJson(_) | Self::InvalidEnvelope(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BadProject
+            | Self::EmptyBody
+            | Self::InvalidJson(_)
+            | Self::InvalidEnvelope(_)
+            | Self::InvalidCompression(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -62,6 +72,9 @@ impl StoreError {
             Self::EmptyBody => "empty_body",
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidEnvelope(_) => "invalid_envelope",
+            Self::UnsupportedEncoding(_) => "unsupported_encoding",
+            Self::InvalidCompression(_) => "invalid_compression",
+            Self::TooLarge { .. } => "too_large",
             Self::Body { .. } => "body",
             Self::Unavailable => "kafka_unavailable",
         }

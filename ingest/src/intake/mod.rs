@@ -39,6 +39,7 @@ pub const MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
 /// What the intake handlers share.
 #[derive(Debug)]
 pub struct Intake {
+    pub trust_forwarded_for: bool,
     pub keys: KeyStore,
     pub producer: EventProducer,
     pub topic_prefix: String,
@@ -46,7 +47,12 @@ pub struct Intake {
 
 impl Intake {
     pub fn new(config: &Config, producer: EventProducer) -> Self {
-        Self { keys: KeyStore::new(&config.projects), producer, topic_prefix: config.kafka.topic_prefix.clone() }
+        Self {
+            trust_forwarded_for: config.ingest.trust_forwarded_for,
+            keys: KeyStore::new(&config.projects),
+            producer,
+            topic_prefix: config.kafka.topic_prefix.clone(),
+        }
     }
 }
 
@@ -103,6 +109,19 @@ async fn envelope(State(intake): State<Arc<Intake>>, submission: Submission) -> 
     accept(&intake, Endpoint::Envelope, submission).await
 }
 
+/// The client's address: the TCP peer, or behind a trusted proxy the
+/// leftmost `X-Forwarded-For` entry that is an IP address.
+fn client_ip(trust_forwarded_for: bool, headers: &HeaderMap, peer: SocketAddr) -> String {
+    let forwarded = || {
+        let value = headers.get("x-forwarded-for")?.to_str().ok()?;
+        value.split(',').next()?.trim().parse::<std::net::IpAddr>().ok()
+    };
+    match trust_forwarded_for.then(forwarded).flatten() {
+        Some(ip) => ip.to_string(),
+        None => peer.ip().to_string(),
+    }
+}
+
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
 }
@@ -140,7 +159,7 @@ async fn accept(intake: &Intake, endpoint: Endpoint, s: Submission) -> Result<Re
         event_id: event_id.clone(),
         project_id,
         received_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-        client_ip: Some(s.peer.ip().to_string()),
+        client_ip: Some(client_ip(intake.trust_forwarded_for, &s.headers, s.peer)),
         user_agent: header_str(&s.headers, header::USER_AGENT),
     };
     let topic = topic_name(&intake.topic_prefix, project_id);
@@ -158,4 +177,21 @@ async fn accept(intake: &Intake, endpoint: Endpoint, s: Submission) -> Result<Re
     let mut response = axum::Json(body).into_response();
     response.headers_mut().insert("x-cyclops-status", HeaderValue::from_static("PROCESSED"));
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_address_comes_from_the_proxy_only_when_trusted() {
+        let peer: SocketAddr = "10.0.0.9:5000".parse().expect("addr");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7, 10.0.0.1"));
+        assert_eq!(client_ip(false, &headers, peer), "10.0.0.9");
+        assert_eq!(client_ip(true, &headers, peer), "203.0.113.7");
+        headers.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
+        assert_eq!(client_ip(true, &headers, peer), "10.0.0.9", "an unparsable header falls back to the peer");
+        assert_eq!(client_ip(true, &HeaderMap::new(), peer), "10.0.0.9");
+    }
 }

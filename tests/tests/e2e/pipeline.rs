@@ -18,7 +18,6 @@ const WAIT: Duration = Duration::from_secs(60);
 fn config_with_project(sentry: Option<&FakeSentry>) -> Config {
     let mut config = test_config();
     config.projects.push(ProjectKey { id: PROJECT, public_key: KEY.into(), secret_key: None });
-    config.forwarder.group_id = unique("group");
     config.kafka.topic_partitions = 2;
     if let Some(sentry) = sentry {
         config.sentry.base_url = sentry.url();
@@ -189,6 +188,11 @@ async fn sentry_errors_are_retried_until_delivered() {
     assert_eq!(response.status(), 200);
     let requests = wait_for_requests(&sentry, 4).await;
     assert!(requests.iter().all(|r| r.body.as_ref() == body.as_slice()), "the same event each time");
+    // Once Sentry said 200, the event is done: nothing more is sent.
+    let more =
+        wait_for(Duration::from_secs(2), "a fifth request", || async { (sentry.requests().len() > 4).then_some(()) })
+            .await;
+    assert!(more.is_err(), "sent again after a 200");
     forwarder.stop().await.expect("forwarder stops");
     ingest.stop().await.expect("ingest stops");
 }

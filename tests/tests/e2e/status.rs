@@ -1,12 +1,9 @@
 //! Both services serve /healthcheck, /live, /ready and /metrics, and /ready
 //! tells the truth about Kafka, Redis and shutdown.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use cyclops_common::config::Config;
-use cyclops_common::shutdown::CancellationToken;
-use cyclops_common::status::StatusState;
 use cyclops_tests::{TestService, spawn_forwarder, spawn_ingest, test_config, unique, wait_for};
 use serde_json::Value;
 
@@ -32,7 +29,8 @@ async fn assert_serves_status(service: TestService, healthcheck_text: &str) {
 
     let (code, metrics) = get(&service, "/metrics").await;
     assert_eq!(code, 200);
-    assert!(metrics.contains("cyclops_build_info"), "{metrics}");
+    let label = if healthcheck_text.starts_with("INGEST") { "ingest" } else { "forwarder" };
+    assert!(metrics.contains(&format!("cyclops_build_info{{service=\"{label}\"")), "{metrics}");
 
     service.stop().await.expect("stops cleanly");
 }
@@ -103,15 +101,19 @@ async fn without_redis_only_kafka_is_checked() {
 }
 
 #[tokio::test]
-async fn readiness_fails_once_shutdown_begins() {
-    let config = test_config();
-    let token = CancellationToken::new();
-    let status = Arc::new(StatusState::new("ingest", "x".into(), &config, token.clone()).expect("status"));
-    assert!(status.readiness().await.ready, "ready before shutdown");
-    token.cancel();
-    let after = status.readiness().await;
-    assert!(!after.ready && after.shutting_down, "{after:?}");
-    assert!(after.checks.iter().all(|c| c.ok), "dependencies are fine; only shutdown makes it unready");
+async fn ingest_answers_503_on_ready_before_it_stops_accepting() {
+    let mut config = test_config();
+    config.ingest.shutdown_delay_ms = 3_000;
+    let ingest = spawn_ingest(config).await.expect("ingest starts");
+    assert_eq!(get(&ingest, "/ready").await.0, 200);
+    ingest.shutdown.cancel();
+    let (code, body) = get(&ingest, "/ready").await;
+    assert_eq!(code, 503, "a load balancer sees 503 while the listener still serves: {body}");
+    let ready: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(ready["shutting_down"], true);
+    assert!(ready["checks"].as_array().expect("checks").iter().all(|c| c["ok"] == true), "only shutdown is wrong");
+    assert_eq!(get(&ingest, "/healthcheck").await.0, 200, "still serving during the delay");
+    ingest.stop().await.expect("stops after the delay");
 }
 
 async fn assert_stops_and_frees_port(service: TestService) {
