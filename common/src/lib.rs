@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod fingerprint;
+pub mod flood;
 pub mod record;
 pub mod shutdown;
 pub mod status;

@@ -1,10 +1,13 @@
 //! The status endpoints both services serve: `/healthcheck` (Cyclops's
 //! load-balancer check), `/live`, `/ready` and `/metrics`.
 //!
-//! `/ready` answers 200 only when a Kafka metadata request succeeds and, when
-//! Redis is configured, Redis answers PING; it answers 503 as soon as
-//! shutdown begins, so that a load balancer stops sending before the
-//! listener closes. Its JSON body says which check failed and why.
+//! `/ready` answers 200 only when a Kafka metadata request succeeds; it
+//! answers 503 as soon as shutdown begins, so that a load balancer stops
+//! sending before the listener closes. Redis (when configured) is checked
+//! and reported too, but it is not critical: ingest keeps accepting without
+//! it (its flood filter counts in process), so a Redis outage makes `/ready`
+//! say `"degraded": true`, not 503 — taking every ingest out of rotation for
+//! it would lose every event. Its JSON body names each check and why it failed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,7 +107,6 @@ impl RedisProbe {
 }
 
 /// What the status endpoints need.
-#[derive(Debug)]
 pub struct StatusState {
     service: &'static str,
     healthcheck_text: String,
@@ -117,6 +119,13 @@ pub struct StatusState {
     /// than each starting its own: readiness costs the dependencies at most
     /// one probe per second however often a load balancer asks.
     last: tokio::sync::Mutex<Option<(Instant, Vec<CheckResult>)>>,
+    extra: Vec<ExtraCheck>,
+}
+
+impl std::fmt::Debug for StatusState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusState").field("service", &self.service).finish_non_exhaustive()
+    }
 }
 
 /// How long one round of readiness checks is reused.
@@ -141,6 +150,7 @@ impl StatusState {
             shutdown,
             prometheus: crate::telemetry::prometheus()?,
             last: tokio::sync::Mutex::new(None),
+            extra: Vec::new(),
         })
     }
 }
@@ -149,6 +159,8 @@ impl StatusState {
 #[derive(Debug, Serialize)]
 pub struct Readiness {
     pub ready: bool,
+    /// A non-critical check failed.
+    pub degraded: bool,
     pub shutting_down: bool,
     pub checks: Vec<CheckResult>,
 }
@@ -158,8 +170,13 @@ pub struct Readiness {
 pub struct CheckResult {
     pub name: &'static str,
     pub ok: bool,
+    /// Whether a failure makes the service unready (else only degraded).
+    pub critical: bool,
     pub detail: String,
 }
+
+/// A check a service adds to `/ready` (computed, not probed; it must be cheap).
+pub type ExtraCheck = Box<dyn Fn() -> CheckResult + Send + Sync>;
 
 impl StatusState {
     /// The state of every dependency (probed at most once per [`CHECK_TTL`]) and of shutdown.
@@ -175,8 +192,12 @@ impl StatusState {
                 }
             }
         };
+        let mut checks = checks;
+        checks.extend(self.extra.iter().map(|check| check()));
         let shutting_down = self.shutdown.is_cancelled();
-        Readiness { ready: !shutting_down && checks.iter().all(|c| c.ok), shutting_down, checks }
+        let ready = !shutting_down && checks.iter().all(|c| c.ok || !c.critical);
+        let degraded = checks.iter().any(|c| !c.ok && !c.critical);
+        Readiness { ready, degraded, shutting_down, checks }
     }
 
     /// Runs every check concurrently.
@@ -188,14 +209,14 @@ impl StatusState {
             }
         };
         let (kafka, redis) = tokio::join!(self.kafka.check(), redis);
-        let mut checks = vec![self.record("kafka", kafka)];
+        let mut checks = vec![self.record("kafka", true, kafka)];
         if let Some(redis) = redis {
-            checks.push(self.record("redis", redis));
+            checks.push(self.record("redis", false, redis));
         }
         checks
     }
 
-    fn record(&self, name: &'static str, outcome: Result<String, String>) -> CheckResult {
+    fn record(&self, name: &'static str, critical: bool, outcome: Result<String, String>) -> CheckResult {
         let (ok, detail) = match outcome {
             Ok(d) => (true, d),
             Err(d) => {
@@ -204,7 +225,14 @@ impl StatusState {
                 (false, d)
             }
         };
-        CheckResult { name, ok, detail }
+        CheckResult { name, ok, critical, detail }
+    }
+
+    /// Adds a check computed on every `/ready` (for example the flood
+    /// filter's fallback state).
+    pub fn with_extra_check(mut self, check: ExtraCheck) -> Self {
+        self.extra.push(check);
+        self
     }
 }
 

@@ -8,9 +8,12 @@
 
 mod error;
 pub mod intake;
+pub mod keys;
+pub mod keys_refresh;
 pub mod metrics;
 mod producer;
 mod server;
+pub mod stats;
 
 pub use error::IngestError;
 pub use server::Ingest;

@@ -1,14 +1,40 @@
-//! Names of ingest's metrics.
+//! Names of ingest's metrics (the flood filter's are in `cyclops_common::flood::names`).
 
+/// Counter of requests. Labels: `endpoint` (`store`, `envelope`, `beacon`), `status` (HTTP code).
+pub const REQUESTS: &str = "cyclops_ingest_requests_total";
 /// Counter of events stored in Kafka. Labels: none.
 pub const ACCEPTED: &str = "cyclops_ingest_accepted_total";
+/// Counter of events dropped on purpose with a 200. Labels: `reason` (`flood`, `sampled`).
+pub const IGNORED: &str = "cyclops_ingest_ignored_total";
 /// Counter of refused submissions. Labels: `reason` (see `StoreError::reason`).
 pub const REJECTED: &str = "cyclops_ingest_rejected_total";
+/// Histogram of Kafka acknowledgement times, seconds. Labels: none.
+pub const PRODUCE_SECONDS: &str = "cyclops_ingest_produce_seconds";
+/// Gauge of events handed to the producer and not yet acknowledged.
+pub const IN_FLIGHT: &str = "cyclops_ingest_in_flight";
+/// Counter of events answered 200 under `ingest.ack = "enqueue"` that Kafka then did not take.
+pub const LOST_AFTER_ENQUEUE: &str = "cyclops_ingest_lost_after_enqueue_total";
 /// Counter of Kafka topics ingest created. Labels: none.
 pub const TOPICS_CREATED: &str = "cyclops_ingest_topics_created_total";
+/// Gauge of keys loaded from Sentry's database.
+pub const KEYS_LOADED: &str = "cyclops_ingest_keys_loaded";
+/// Counter of failed key reloads from Sentry's database.
+pub const KEY_REFRESH_FAILURES: &str = "cyclops_ingest_key_refresh_failures_total";
 
 pub(crate) fn describe() {
-    metrics::describe_counter!(ACCEPTED, "Events acknowledged by Kafka.");
+    metrics::describe_counter!(REQUESTS, "Intake requests, by endpoint and HTTP status.");
+    metrics::describe_counter!(ACCEPTED, "Events acknowledged by Kafka (or queued, with ingest.ack = enqueue).");
+    metrics::describe_counter!(IGNORED, "Events dropped on purpose (flood filter, sampling), answered 200.");
     metrics::describe_counter!(REJECTED, "Submissions refused, by reason.");
+    metrics::describe_histogram!(PRODUCE_SECONDS, metrics::Unit::Seconds, "Time for Kafka to acknowledge an event.");
+    metrics::describe_gauge!(IN_FLIGHT, "Events handed to the producer and not yet acknowledged.");
+    metrics::describe_counter!(LOST_AFTER_ENQUEUE, "Events answered 200 with ack = enqueue that Kafka did not take.");
     metrics::describe_counter!(TOPICS_CREATED, "Project topics created by this instance.");
+    metrics::describe_gauge!(KEYS_LOADED, "Project keys loaded from Sentry's database.");
+    metrics::describe_counter!(KEY_REFRESH_FAILURES, "Failed reloads of project keys from Sentry's database.");
+    metrics::describe_counter!(cyclops_common::flood::names::REDIS_ERRORS, "Redis failures in the flood filter.");
+    metrics::describe_gauge!(
+        cyclops_common::flood::names::FALLBACK_ACTIVE,
+        "1 while the flood filter counts in process."
+    );
 }

@@ -1,12 +1,13 @@
 //! Durable produce: one topic per project, created on first use through the
-//! admin API, and an event counts as stored only once Kafka acknowledged it
-//! (`acks=all`, idempotent producer).
+//! admin API (never by the broker's auto-create), and an event counts as
+//! stored only once Kafka acknowledged it (`acks=all`, idempotent producer),
+//! unless `ingest.ack = "enqueue"` trades that for latency.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cyclops_common::config::Config;
+use cyclops_common::config::{AckMode, Config};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -14,13 +15,21 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use tokio::time::Instant;
+
+use crate::stats::Stats;
+
+/// Room for a record's headers and framing beyond its body.
+const RECORD_OVERHEAD_BYTES: usize = 1 << 20;
+/// Bound on the producer's queue; a full queue makes ingest answer 503.
+const QUEUE_MAX_KBYTES: usize = 64 * 1024;
 
 /// Why an event could not be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
     #[error("cannot create topic {topic}: {message}")]
     CreateTopic { topic: String, message: String },
-    #[error("kafka did not acknowledge the event: {0}")]
+    #[error("kafka did not take the event: {0}")]
     Send(KafkaError),
     #[error("kafka did not acknowledge the event within {0:?}")]
     Timeout(Duration),
@@ -34,18 +43,22 @@ pub struct EventProducer {
     known_topics: Mutex<HashSet<String>>,
     partitions: i32,
     replication: i32,
+    max_message_bytes: usize,
     timeout: Duration,
+    ack: AckMode,
+    stats: Arc<Stats>,
 }
 
 impl std::fmt::Debug for EventProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventProducer").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("EventProducer").field("timeout", &self.timeout).field("ack", &self.ack).finish_non_exhaustive()
     }
 }
 
 impl EventProducer {
-    pub fn new(config: &Config) -> Result<Self, KafkaError> {
+    pub fn new(config: &Config, stats: Arc<Stats>) -> Result<Self, KafkaError> {
         let timeout = Duration::from_millis(config.ingest.produce_timeout_ms);
+        let max_message_bytes = config.ingest.max_envelope_bytes + RECORD_OVERHEAD_BYTES;
         let producer = ClientConfig::new()
             .set("bootstrap.servers", &config.kafka.brokers)
             .set("client.id", "cyclops-ingest")
@@ -53,6 +66,8 @@ impl EventProducer {
             .set("enable.idempotence", "true")
             // Past this, the delivery fails and the SDK gets a 503.
             .set("message.timeout.ms", config.ingest.produce_timeout_ms.to_string())
+            .set("message.max.bytes", max_message_bytes.to_string())
+            .set("queue.buffering.max.kbytes", QUEUE_MAX_KBYTES.to_string())
             .set("linger.ms", "5")
             .create()?;
         let admin = ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create()?;
@@ -62,7 +77,10 @@ impl EventProducer {
             known_topics: Mutex::new(HashSet::new()),
             partitions: config.kafka.topic_partitions,
             replication: config.kafka.topic_replication_factor,
+            max_message_bytes,
             timeout,
+            ack: config.ingest.ack,
+            stats,
         })
     }
 
@@ -74,7 +92,9 @@ impl EventProducer {
         if self.is_known(topic) {
             return Ok(());
         }
-        let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(self.replication));
+        let max_message = self.max_message_bytes.to_string();
+        let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(self.replication))
+            .set("max.message.bytes", &max_message);
         let options = AdminOptions::new().operation_timeout(Some(budget)).request_timeout(Some(budget));
         let error = |message: String| ProduceError::CreateTopic { topic: topic.to_owned(), message };
         let results = self.admin.create_topics(&[new], &options).await.map_err(|e| error(e.to_string()))?;
@@ -94,8 +114,9 @@ impl EventProducer {
         Ok(())
     }
 
-    /// Stores one event; returns once Kafka acknowledged it, or fails within
-    /// `ingest.produce_timeout_ms` all told (topic creation included).
+    /// Stores one event. With `ack = acknowledged` it returns once Kafka
+    /// acknowledged it, or fails within `ingest.produce_timeout_ms` all told
+    /// (topic creation included); with `enqueue`, once it is queued.
     pub async fn send(
         &self,
         topic: &str,
@@ -103,15 +124,46 @@ impl EventProducer {
         payload: &[u8],
         headers: OwnedHeaders,
     ) -> Result<(), ProduceError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let stored = async {
-            self.ensure_topic(topic, self.timeout).await?;
-            let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            self.producer.send(record, left).await.map(|_| ()).map_err(|(e, _)| ProduceError::Send(e))
-        };
-        // librdkafka also enforces message.timeout.ms; this bounds the whole.
-        tokio::time::timeout_at(deadline, stored).await.unwrap_or(Err(ProduceError::Timeout(self.timeout)))
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        let in_flight = self.stats.in_flight();
+        self.ensure_topic(topic, self.timeout).await?;
+        let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+        match self.ack {
+            AckMode::Acknowledged => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let delivered = self.producer.send(record, left);
+                // librdkafka also enforces message.timeout.ms; this bounds the whole.
+                match tokio::time::timeout_at(deadline, delivered).await {
+                    Ok(Ok(_)) => {
+                        self.stats.acknowledged_after(started.elapsed());
+                        Ok(())
+                    }
+                    Ok(Err((e, _))) => Err(ProduceError::Send(e)),
+                    Err(_) => Err(ProduceError::Timeout(self.timeout)),
+                }
+            }
+            AckMode::Enqueue => {
+                let delivery = self.producer.send_result(record).map_err(|(e, _)| ProduceError::Send(e))?;
+                let stats = self.stats.clone();
+                let topic = topic.to_owned();
+                tokio::spawn(async move {
+                    let _in_flight = in_flight;
+                    match delivery.await {
+                        Ok(Ok(_)) => stats.acknowledged_after(started.elapsed()),
+                        Ok(Err((e, _))) => {
+                            metrics::counter!(crate::metrics::LOST_AFTER_ENQUEUE).increment(1);
+                            tracing::error!(topic, error = %e, "an event answered 200 (ack = enqueue) was not stored");
+                        }
+                        Err(_) => {
+                            metrics::counter!(crate::metrics::LOST_AFTER_ENQUEUE).increment(1);
+                            tracing::error!(topic, "producer dropped an event answered 200 (ack = enqueue)");
+                        }
+                    }
+                });
+                Ok(())
+            }
+        }
     }
 
     /// Waits (bounded) for queued events to be delivered, at shutdown.

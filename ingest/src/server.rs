@@ -1,18 +1,24 @@
-//! Building the router and serving it with a bounded graceful shutdown.
+//! Building ingest from its configuration and serving it with a bounded
+//! graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
 use cyclops_common::config::Config;
+use cyclops_common::flood::FloodFilter;
 use cyclops_common::shutdown::{CancellationToken, with_grace};
-use cyclops_common::status::{self, StatusState};
+use cyclops_common::status::{self, CheckResult, StatusState};
 use tokio::net::TcpListener;
 
 use crate::IngestError;
-use crate::intake::{self, Intake};
+use crate::intake::{self, Intake, IntakeConfig};
+use crate::keys::KeyStore;
 use crate::producer::EventProducer;
+use crate::stats::Stats;
 
 /// Longest wait at shutdown for events queued in the producer.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
@@ -29,16 +35,40 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Binds `ingest.bind:ingest.port` and prepares the routes. Cancelling
+    /// Binds `ingest.bind:ingest.port` and prepares the routes; starts the
+    /// key reloads from Sentry's database when configured. Cancelling
     /// `shutdown` later stops the service.
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, IngestError> {
         let addr = SocketAddr::new(config.ingest.bind, config.ingest.port);
         let listener = TcpListener::bind(addr).await.map_err(|source| IngestError::Bind { addr, source })?;
-        let status = StatusState::new("ingest", config.ingest.healthcheck_text.clone(), &config, shutdown.clone())?;
         cyclops_common::telemetry::record_build_info("ingest");
         crate::metrics::describe();
-        let intake = Arc::new(Intake::new(&config, EventProducer::new(&config)?));
-        let router = status::router(Arc::new(status)).merge(intake::router(intake.clone()));
+
+        let stats = Arc::new(Stats::default());
+        let keys = Arc::new(KeyStore::new(&config.projects, config.ingest.restrict_api_access));
+        let flood = FloodFilter::new(
+            config.ingest.flood.max_uses,
+            Duration::from_secs(config.ingest.flood.window_secs),
+            config.redis.url.as_deref(),
+            &config.redis.key_prefix,
+            Duration::from_millis(config.redis.timeout_ms),
+        )
+        .map_err(IngestError::Redis)?;
+        let producer = EventProducer::new(&config, stats.clone())?;
+        let intake =
+            Arc::new(Intake { keys: keys.clone(), producer, flood, stats, config: IntakeConfig::new(&config) });
+
+        if let Some(url) = config.ingest.sentry_database_url.clone() {
+            let period = Duration::from_secs(config.ingest.update_period_secs);
+            tokio::spawn(crate::keys_refresh::run(url, keys, period, shutdown.clone()));
+        }
+
+        let flood_state = intake.clone();
+        let status = StatusState::new("ingest", config.ingest.healthcheck_text.clone(), &config, shutdown.clone())?
+            .with_extra_check(Box::new(move || flood_check(&flood_state)));
+        let router = status::router(Arc::new(status))
+            .merge(intake::router(intake.clone()))
+            .merge(Router::new().route("/count", get(count)).with_state(intake.clone()));
         let drain = Duration::from_secs(config.ingest.drain_timeout_secs);
         let delay = Duration::from_millis(config.ingest.shutdown_delay_ms);
         Ok(Self { listener, router, intake, shutdown, drain, delay })
@@ -71,9 +101,30 @@ impl Ingest {
             None => Ok(()),
         };
         tracing::info!("ingest stopped");
-        // Every answered request was already acknowledged by Kafka; what is
-        // still queued belongs to requests abandoned above, so a short flush will do.
-        tokio::task::spawn_blocking(move || intake.producer.flush(FINAL_FLUSH)).await.ok();
+        // With ack = acknowledged every answered event is in Kafka already;
+        // with enqueue, this is the last chance for the queued ones.
+        tokio::task::spawn_blocking(move || intake.producer.flush(FINAL_FLUSH.max(drain))).await.ok();
         result
     }
+}
+
+/// `/ready`'s view of the flood filter: degraded while it counts in process.
+fn flood_check(intake: &Intake) -> CheckResult {
+    let fallback = intake.flood.fallback_active();
+    CheckResult {
+        name: "flood_filter",
+        ok: !fallback,
+        critical: false,
+        detail: if fallback {
+            "redis failing: counting in process (per instance) until it answers".into()
+        } else if intake.flood.enabled() {
+            "counting".into()
+        } else {
+            "disabled (window_secs = 0)".into()
+        },
+    }
+}
+
+async fn count(State(intake): State<Arc<Intake>>) -> axum::Json<serde_json::Value> {
+    axum::Json(intake.stats.count(intake.flood.fallback_active()))
 }

@@ -124,6 +124,45 @@ fn key_error(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Key { key: key.into(), message: message.into() }
 }
 
+fn validate_ingest(ingest: &super::IngestConfig) -> Result<(), ConfigError> {
+    if ingest.flood.max_uses == 0 {
+        return Err(key_error(
+            "ingest.flood.max_uses",
+            "must be at least 1 (use window_secs = 0 to turn the filter off)",
+        ));
+    }
+    if ingest.flood.window_secs > 86_400 {
+        return Err(key_error("ingest.flood.window_secs", "must be at most 86400 seconds"));
+    }
+    for (project, percent) in &ingest.sampling.ignore_percentage {
+        if project.parse::<u64>().map_or(true, |p| p == 0) {
+            return Err(key_error("ingest.sampling.ignore_percentage", format!("{project:?} is not a project id")));
+        }
+        if !(0.0..=100.0).contains(percent) {
+            return Err(key_error(
+                "ingest.sampling.ignore_percentage",
+                format!("project {project}: {percent} is not a percentage from 0 to 100"),
+            ));
+        }
+    }
+    // Kafka must take the largest body in one record; 100 MiB is far past any sane broker limit.
+    if !(1024..=100 << 20).contains(&ingest.max_envelope_bytes) {
+        return Err(key_error("ingest.max_envelope_bytes", "must be between 1024 and 104857600 bytes"));
+    }
+    if ingest.max_event_bytes < 1024 || ingest.max_event_bytes > ingest.max_envelope_bytes {
+        return Err(key_error("ingest.max_event_bytes", "must be between 1024 bytes and ingest.max_envelope_bytes"));
+    }
+    if ingest.update_period_secs == 0 || ingest.update_period_secs > 86_400 {
+        return Err(key_error("ingest.update_period_secs", "must be between 1 and 86400 seconds"));
+    }
+    if let Some(url) = &ingest.sentry_database_url
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        return Err(key_error("ingest.sentry_database_url", "must be a postgres:// or postgresql:// URL"));
+    }
+    Ok(())
+}
+
 /// Checks what types alone cannot.
 fn validate(config: &Config) -> Result<(), ConfigError> {
     let brokers = &config.kafka.brokers;
@@ -157,6 +196,13 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         redis::parse_redis_url(url)
             .ok_or_else(|| key_error("redis.url", format!("not a redis:// or rediss:// URL: {url:?}")))?;
     }
+    if config.redis.key_prefix.is_empty() {
+        return Err(key_error("redis.key_prefix", "must not be empty"));
+    }
+    if !(1..=10_000).contains(&config.redis.timeout_ms) {
+        return Err(key_error("redis.timeout_ms", "must be between 1 and 10000 milliseconds"));
+    }
+    validate_ingest(&config.ingest)?;
     let base = &config.sentry.base_url;
     let parsed = url::Url::parse(base).map_err(|e| key_error("sentry.base_url", format!("{e}: {base:?}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {

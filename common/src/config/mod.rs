@@ -6,12 +6,14 @@
 //! `cyclops-ingest init` writes); unknown keys and bad values fail at start
 //! with the key's name. Key names are a public contract: rename nothing.
 
+mod ingest;
 mod load;
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
+pub use ingest::{AckMode, FloodConfig, IngestConfig, SamplingConfig};
 pub use load::{ConfigError, Overrides, Service, load, load_from_str};
 
 /// The commented default configuration, as written by `cyclops-ingest init`.
@@ -68,7 +70,7 @@ impl Default for KafkaConfig {
 }
 
 /// `[redis]`
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// `redis://host:port/db` of the Redis that holds the flood-filter
@@ -77,11 +79,23 @@ pub struct RedisConfig {
     /// `CYCLOPS__REDIS__URL=`) also means unset.
     #[serde(deserialize_with = "empty_is_none")]
     pub url: Option<String>,
+    /// Prefix of the flood-filter keys, so that several farms can share one
+    /// Redis. Defaults to `cyclops:flood:`.
+    pub key_prefix: String,
+    /// Longest wait for Redis on the request path; past it the event is
+    /// counted in process instead. Defaults to 50.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: None, key_prefix: "cyclops:flood:".into(), timeout_ms: 50 }
+    }
 }
 
 /// An optional string where `""` means absent, so that an environment
 /// variable can unset a key the file sets.
-fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
 }
 
@@ -111,47 +125,6 @@ pub struct ProjectKey {
     /// The DSN's secret key (`sentry_secret`), for SDKs that still send one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key: Option<String>,
-}
-
-/// `[ingest]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IngestConfig {
-    /// Address to listen on. Defaults to `0.0.0.0`.
-    pub bind: IpAddr,
-    /// Port SDKs send to; 0 picks a free one. Defaults to 3000.
-    pub port: u16,
-    /// Body of `/healthcheck` (Cyclops `HEALTHCHECK_TEXT`). Defaults to `WORKING`.
-    pub healthcheck_text: String,
-    /// How long a graceful shutdown may take before in-flight work is
-    /// abandoned. Defaults to 10.
-    pub drain_timeout_secs: u64,
-    /// How long ingest waits for Kafka to acknowledge an event before it
-    /// answers 503 (the SDK retries later). Defaults to 5000.
-    pub produce_timeout_ms: u64,
-    /// At shutdown, how long ingest keeps serving with `/ready` answering
-    /// 503 before it stops accepting, so that a load balancer polling
-    /// `/ready` takes it out of rotation first. Defaults to 2000.
-    pub shutdown_delay_ms: u64,
-    /// Take the client address from the leftmost `X-Forwarded-For` entry
-    /// instead of the TCP peer. Only for ingest behind a proxy that sets the
-    /// header (nginx, a load balancer); a client could forge it otherwise.
-    /// Defaults to false.
-    pub trust_forwarded_for: bool,
-}
-
-impl Default for IngestConfig {
-    fn default() -> Self {
-        Self {
-            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port: 3000,
-            healthcheck_text: "WORKING".into(),
-            drain_timeout_secs: 10,
-            produce_timeout_ms: 5000,
-            shutdown_delay_ms: 2000,
-            trust_forwarded_for: false,
-        }
-    }
 }
 
 /// `[forwarder]`

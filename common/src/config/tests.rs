@@ -34,23 +34,36 @@ fn section(header: &str) -> Vec<&'static str> {
     lines[start + 1..].iter().take_while(|l| !l.starts_with('[')).copied().collect()
 }
 
+/// Checks that every key of `table` is documented under `header`, and its
+/// sub-tables under theirs.
+fn assert_documented(header: &str, table: &serde_json::Map<String, serde_json::Value>) {
+    let lines = section(header);
+    for (key, value) in table {
+        match value {
+            serde_json::Value::Object(sub) if !sub.is_empty() => {
+                let name = header.trim_matches(|c| c == '[' || c == ']');
+                assert_documented(&format!("[{name}.{key}]"), sub);
+            }
+            _ => {
+                assert!(lines.iter().any(|l| l.starts_with(&format!("{key} = "))), "{key} undocumented under {header}")
+            }
+        }
+    }
+}
+
 #[test]
 fn the_default_file_documents_every_key_in_its_section() {
     let mut config = Config::default();
     config.redis.url = Some("redis://x".into());
+    config.ingest.sentry_database_url = Some("postgres://x".into());
     config.projects.push(ProjectKey { id: 1, public_key: "k".into(), secret_key: Some("s".into()) });
     let serialized = serde_json::to_value(&config).expect("serialize");
     for (name, value) in serialized.as_object().expect("object") {
-        let (header, fields) = match value {
-            serde_json::Value::Array(items) => (format!("[[{name}]]"), items[0].as_object().expect("table").clone()),
-            other => (format!("[{name}]"), other.as_object().expect("table").clone()),
-        };
-        let lines = section(&header);
-        for key in fields.keys() {
-            assert!(
-                lines.iter().any(|l| l.starts_with(&format!("{key} = "))),
-                "{name}.{key} undocumented under {header}"
-            );
+        match value {
+            serde_json::Value::Array(items) => {
+                assert_documented(&format!("[[{name}]]"), items[0].as_object().expect("table"))
+            }
+            other => assert_documented(&format!("[{name}]"), other.as_object().expect("table")),
         }
     }
 }
@@ -140,6 +153,15 @@ fn invalid_values_name_their_key() {
         ("[sentry]\nbase_url = \"ftp://host\"\n", "sentry.base_url"),
         ("[ingest]\ndrain_timeout_secs = 0\n", "ingest.drain_timeout_secs"),
         ("[[projects]]\nid = 0\npublic_key = \"a\"\n", "projects[0].id"),
+        ("[ingest.flood]\nmax_uses = 0\n", "ingest.flood.max_uses"),
+        ("[ingest.sampling]\nignore_percentage = { \"x\" = 5.0 }\n", "ingest.sampling.ignore_percentage"),
+        ("[ingest.sampling]\nignore_percentage = { \"1\" = 101.0 }\n", "ingest.sampling.ignore_percentage"),
+        ("[ingest]\nmax_event_bytes = 100\n", "ingest.max_event_bytes"),
+        ("[ingest]\nmax_envelope_bytes = 1000000000\n", "ingest.max_envelope_bytes"),
+        ("[ingest]\nsentry_database_url = \"mysql://x\"\n", "ingest.sentry_database_url"),
+        ("[ingest]\nupdate_period_secs = 0\n", "ingest.update_period_secs"),
+        ("[redis]\ntimeout_ms = 0\n", "redis.timeout_ms"),
+        ("[redis]\nkey_prefix = \"\"\n", "redis.key_prefix"),
         ("[[projects]]\nid = 1\npublic_key = \"a b\"\n", "projects[0].public_key"),
         (
             "[[projects]]\nid = 1\npublic_key = \"a\"\n[[projects]]\nid = 2\npublic_key = \"a\"\n",
@@ -197,4 +219,17 @@ fn an_empty_environment_value_unsets_redis() {
     let config = load_with("[redis]\nurl = \"redis://x:1\"\n", &[("CYCLOPS__REDIS__URL", "")], &Overrides::default())
         .expect("loads");
     assert_eq!(config.redis.url, None);
+}
+
+#[test]
+fn nested_ingest_tables_and_enums_load() {
+    let toml = "[ingest]\nack = \"enqueue\"\n[ingest.flood]\nmax_uses = 3\nwindow_secs = 0\n\
+[ingest.sampling]\nignore_percentage = { \"7\" = 25.5 }\n";
+    let config = load_with(toml, &[("CYCLOPS__INGEST__FLOOD__MAX_USES", "4")], &Overrides::default()).expect("loads");
+    assert_eq!(config.ingest.ack, AckMode::Enqueue);
+    assert_eq!((config.ingest.flood.max_uses, config.ingest.flood.window_secs), (4, 0));
+    assert_eq!(config.ingest.sampling.percent_for(7), 25.5);
+    assert_eq!(config.ingest.sampling.percent_for(8), 0.0);
+    let err = load_with("[ingest]\nack = \"maybe\"\n", &[], &Overrides::default()).expect_err("refused");
+    assert_eq!(key_of(err), "ingest.ack");
 }

@@ -1,15 +1,11 @@
-//! Who is sending: Sentry's auth in its header, query and envelope forms,
-//! and the project keys ingest accepts.
+//! Who is sending: Sentry's auth in its header, query and envelope forms.
 //!
 //! Sources, as Relay reads them: `X-Sentry-Auth: Sentry …`, `Authorization:
 //! Sentry …` and a query string containing `sentry_`; more than one of them
 //! is refused (401). The envelope header's `dsn` is the fallback when none is
 //! present.
 
-use std::collections::HashMap;
-
 use axum::http::HeaderMap;
-use cyclops_common::config::ProjectKey;
 
 use super::StoreError;
 
@@ -96,33 +92,6 @@ pub fn from_dsn(dsn: &str) -> Result<SentryAuth, StoreError> {
     })
 }
 
-/// The DSN keys ingest accepts, by public key.
-#[derive(Debug, Default)]
-pub struct KeyStore {
-    keys: HashMap<String, ProjectKey>,
-}
-
-impl KeyStore {
-    pub fn new(projects: &[ProjectKey]) -> Self {
-        Self { keys: projects.iter().map(|p| (p.public_key.clone(), p.clone())).collect() }
-    }
-
-    /// Checks that `auth` is a known key of `project_id` (and that its secret
-    /// matches, when both sides have one).
-    pub fn check(&self, auth: &SentryAuth, project_id: u64) -> Result<(), StoreError> {
-        let key = self.keys.get(&auth.public_key).ok_or(StoreError::Rejected)?;
-        if key.id != project_id {
-            return Err(StoreError::Rejected);
-        }
-        if let (Some(given), Some(expected)) = (&auth.secret_key, &key.secret_key)
-            && given != expected
-        {
-            return Err(StoreError::Rejected);
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
@@ -170,20 +139,5 @@ mod tests {
         let auth = from_dsn("https://pub:sec@o1.ingest.example.com/42").expect("ok");
         assert_eq!((auth.public_key.as_str(), auth.secret_key.as_deref()), ("pub", Some("sec")));
         assert_eq!(from_dsn("not a dsn"), Err(StoreError::BadEnvelopeAuth));
-    }
-
-    #[test]
-    fn keys_belong_to_one_project_and_secrets_must_match() {
-        let store = KeyStore::new(&[ProjectKey { id: 1, public_key: "abc".into(), secret_key: Some("s".into()) }]);
-        let auth = |key: &str, secret: Option<&str>| SentryAuth {
-            public_key: key.into(),
-            secret_key: secret.map(Into::into),
-            forward_header: None,
-        };
-        assert_eq!(store.check(&auth("abc", None), 1), Ok(()));
-        assert_eq!(store.check(&auth("abc", Some("s")), 1), Ok(()));
-        assert_eq!(store.check(&auth("abc", Some("x")), 1), Err(StoreError::Rejected));
-        assert_eq!(store.check(&auth("abc", None), 2), Err(StoreError::Rejected));
-        assert_eq!(store.check(&auth("zzz", None), 1), Err(StoreError::Rejected));
     }
 }

@@ -1,0 +1,125 @@
+//! `[ingest]`: the HTTP intake, its limits, the flood filter and sampling.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+/// `[ingest]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Address to listen on. Defaults to `0.0.0.0`.
+    pub bind: IpAddr,
+    /// Port SDKs send to; 0 picks a free one. Defaults to 3000.
+    pub port: u16,
+    /// Body of `/healthcheck` (Cyclops `HEALTHCHECK_TEXT`). Defaults to `WORKING`.
+    pub healthcheck_text: String,
+    /// How long a graceful shutdown may take before in-flight work is
+    /// abandoned. Defaults to 10.
+    pub drain_timeout_secs: u64,
+    /// How long ingest waits for Kafka to acknowledge an event before it
+    /// answers 503 (the SDK retries later). Defaults to 5000.
+    pub produce_timeout_ms: u64,
+    /// At shutdown, how long ingest keeps serving with `/ready` answering
+    /// 503 before it stops accepting, so that a load balancer polling
+    /// `/ready` takes it out of rotation first. Defaults to 2000.
+    pub shutdown_delay_ms: u64,
+    /// Take the client address from the leftmost `X-Forwarded-For` entry
+    /// instead of the TCP peer. Only for ingest behind a proxy that sets the
+    /// header (nginx, a load balancer); a client could forge it otherwise.
+    /// Defaults to false.
+    pub trust_forwarded_for: bool,
+    /// Refuse keys and projects that are not known (Cyclops
+    /// `RESTRICT_API_ACCESS`). Defaults to true.
+    pub restrict_api_access: bool,
+    /// Seconds between reloads of the keys from Sentry's database (Cyclops
+    /// `UPDATE_PERIOD`). Defaults to 120.
+    pub update_period_secs: u64,
+    /// PostgreSQL URL of Sentry's own database, whose `sentry_projectkey`
+    /// table supplies keys beside `[[projects]]`. Unset (the default): only
+    /// `[[projects]]`.
+    #[serde(deserialize_with = "super::empty_is_none")]
+    pub sentry_database_url: Option<String>,
+    /// Largest event (a store body, an envelope's event item) after
+    /// decompression, as Sentry's 1 MiB. Defaults to 1048576.
+    pub max_event_bytes: usize,
+    /// Largest envelope after decompression; also the largest body as
+    /// received. Defaults to 20971520 (20 MiB).
+    pub max_envelope_bytes: usize,
+    /// When an SDK gets its 200: `acknowledged` (Kafka has the event,
+    /// `acks=all`) or `enqueue` (queued in this process's producer — lower
+    /// latency, but an event is lost if the process dies before Kafka has it).
+    /// Defaults to `acknowledged`.
+    pub ack: AckMode,
+    /// `[ingest.flood]`
+    pub flood: FloodConfig,
+    /// `[ingest.sampling]`
+    pub sampling: SamplingConfig,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 3000,
+            healthcheck_text: "WORKING".into(),
+            drain_timeout_secs: 10,
+            produce_timeout_ms: 5000,
+            shutdown_delay_ms: 2000,
+            trust_forwarded_for: false,
+            restrict_api_access: true,
+            update_period_secs: 120,
+            sentry_database_url: None,
+            max_event_bytes: 1 << 20,
+            max_envelope_bytes: 20 << 20,
+            ack: AckMode::Acknowledged,
+            flood: FloodConfig::default(),
+            sampling: SamplingConfig::default(),
+        }
+    }
+}
+
+/// When ingest answers 200.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// After Kafka acknowledged the event (`acks=all`).
+    Acknowledged,
+    /// Once the event is queued in the producer.
+    Enqueue,
+}
+
+/// `[ingest.flood]`: the flood filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FloodConfig {
+    /// Events of one fingerprint passed per window (Cyclops
+    /// `MAX_CACHE_USES`). Defaults to 10.
+    pub max_uses: u64,
+    /// The window in seconds (Cyclops `URL_CACHE_EXPIRATION`); 0 turns the
+    /// filter off. Defaults to 1.
+    pub window_secs: u64,
+}
+
+impl Default for FloodConfig {
+    fn default() -> Self {
+        Self { max_uses: 10, window_secs: 1 }
+    }
+}
+
+/// `[ingest.sampling]`: dropping a share of a project's events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    /// Project id → percentage of its events to drop, 0 to 100 (Cyclops
+    /// `IGNORE_PERCENTAGE`). Defaults to none.
+    pub ignore_percentage: BTreeMap<String, f64>,
+}
+
+impl SamplingConfig {
+    /// The percentage to drop for `project`, 0 when none is set.
+    pub fn percent_for(&self, project: u64) -> f64 {
+        self.ignore_percentage.get(&project.to_string()).copied().unwrap_or(0.0)
+    }
+}

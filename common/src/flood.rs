@@ -1,0 +1,325 @@
+//! The flood filter: at most `max_uses` events per `(project, fingerprint)`
+//! per window, counted farm-wide in Redis, or in process when Redis is not
+//! configured or not answering.
+//!
+//! Redis counting is one atomic round trip (a Lua script: `INCR`, and set the
+//! window's expiry when the key is new), so N ingest instances hit by the
+//! same burst together pass exactly `max_uses` per window: the window starts
+//! with the first event and every instance counts in the same key. Cyclops's
+//! get-then-set could let several instances pass the same slot.
+//!
+//! When Redis fails or is slow (`redis.timeout_ms`), the event is counted in
+//! process instead and accepted or dropped by that count: an infrastructure
+//! fault never drops an event by itself. Redis is tried again after
+//! [`REDIS_RETRY`]; while it is skipped, [`FloodFilter::fallback_active`] is
+//! true and the `cyclops_flood_fallback_active` gauge is 1.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::time::Instant;
+
+/// How long Redis is left alone after it failed.
+pub const REDIS_RETRY: Duration = Duration::from_secs(1);
+/// Most keys the in-process counter holds; past it, expired windows are
+/// purged, and if that is not enough, every key is forgotten (counting
+/// restarts, which errs towards accepting).
+pub const MAX_LOCAL_KEYS: usize = 100_000;
+
+const SCRIPT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return n
+";
+
+/// Metric names.
+pub mod names {
+    /// Counter of Redis failures (errors and timeouts) in the flood filter.
+    pub const REDIS_ERRORS: &str = "cyclops_flood_redis_errors_total";
+    /// Gauge, 1 while the flood filter counts in process because Redis failed.
+    pub const FALLBACK_ACTIVE: &str = "cyclops_flood_fallback_active";
+}
+
+/// What the filter says about one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the limit; `count` is its number in the window.
+    Pass { count: u64 },
+    /// Over the limit: drop it.
+    Drop { count: u64 },
+}
+
+impl Verdict {
+    pub fn count(self) -> u64 {
+        match self {
+            Self::Pass { count } | Self::Drop { count } => count,
+        }
+    }
+}
+
+/// Fixed windows counted in this process, with the time passed in.
+#[derive(Debug, Default)]
+pub struct LocalCounter {
+    windows: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl LocalCounter {
+    /// Counts one event for `key` at `now` and returns its number in the window.
+    pub fn incr(&self, key: &str, window: Duration, now: Instant) -> u64 {
+        let Ok(mut windows) = self.windows.lock() else { return 1 };
+        if windows.len() >= MAX_LOCAL_KEYS && !windows.contains_key(key) {
+            windows.retain(|_, (start, _)| now.duration_since(*start) < window);
+            if windows.len() >= MAX_LOCAL_KEYS {
+                windows.clear();
+            }
+        }
+        let entry = windows.entry(key.to_owned()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= window {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1
+    }
+
+    pub fn len(&self) -> usize {
+        self.windows.lock().map(|w| w.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct RedisCounter {
+    client: redis::Client,
+    /// Created on first use and kept; it reconnects by itself.
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    script: redis::Script,
+    timeout: Duration,
+    /// While set and in the future, Redis is skipped.
+    skip_until: Mutex<Option<Instant>>,
+}
+
+impl RedisCounter {
+    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = &*conn {
+            return Ok(c.clone());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(0);
+        let c = ConnectionManager::new_with_config(self.client.clone(), config).await?;
+        *conn = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn incr(&self, key: &str, window: Duration) -> redis::RedisResult<u64> {
+        let mut conn = self.connection().await?;
+        self.script.key(key).arg(window.as_millis() as u64).invoke_async(&mut conn).await
+    }
+
+    fn skipped(&self, now: Instant) -> bool {
+        self.skip_until.lock().map(|s| s.is_some_and(|until| now < until)).unwrap_or(false)
+    }
+
+    fn skip(&self, until: Option<Instant>) {
+        if let Ok(mut s) = self.skip_until.lock() {
+            *s = until;
+        }
+    }
+}
+
+/// The flood filter of one ingest instance.
+pub struct FloodFilter {
+    max_uses: u64,
+    window: Duration,
+    prefix: String,
+    redis: Option<RedisCounter>,
+    local: LocalCounter,
+    fallback: AtomicBool,
+}
+
+impl std::fmt::Debug for FloodFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FloodFilter")
+            .field("max_uses", &self.max_uses)
+            .field("window", &self.window)
+            .field("redis", &self.redis.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FloodFilter {
+    /// A filter passing `max_uses` per `window` (a zero window disables it),
+    /// shared through Redis at `redis_url` when given.
+    pub fn new(
+        max_uses: u64,
+        window: Duration,
+        redis_url: Option<&str>,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, redis::RedisError> {
+        let redis = redis_url
+            .map(|url| -> Result<RedisCounter, redis::RedisError> {
+                Ok(RedisCounter {
+                    client: redis::Client::open(url)?,
+                    conn: tokio::sync::Mutex::new(None),
+                    script: redis::Script::new(SCRIPT),
+                    timeout,
+                    skip_until: Mutex::new(None),
+                })
+            })
+            .transpose()?;
+        metrics::gauge!(names::FALLBACK_ACTIVE).set(0.0);
+        Ok(Self {
+            max_uses,
+            window,
+            prefix: prefix.to_owned(),
+            redis,
+            local: LocalCounter::default(),
+            fallback: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the filter does anything (a window of 0 turns it off).
+    pub fn enabled(&self) -> bool {
+        !self.window.is_zero()
+    }
+
+    /// True while Redis is configured but failing, so counts are per instance.
+    pub fn fallback_active(&self) -> bool {
+        self.fallback.load(Ordering::Relaxed)
+    }
+
+    /// Counts one event of `fingerprint` in `project` and says whether it passes.
+    pub async fn check(&self, project: u64, fingerprint: &str) -> Verdict {
+        if !self.enabled() {
+            return Verdict::Pass { count: 0 };
+        }
+        let key = format!("{}{project}:{fingerprint}", self.prefix);
+        let count = match &self.redis {
+            Some(redis) => match self.count_in_redis(redis, &key).await {
+                Some(count) => count,
+                None => self.local.incr(&key, self.window, Instant::now()),
+            },
+            None => self.local.incr(&key, self.window, Instant::now()),
+        };
+        if count <= self.max_uses { Verdict::Pass { count } } else { Verdict::Drop { count } }
+    }
+
+    /// `None` when Redis is skipped or just failed.
+    async fn count_in_redis(&self, redis: &RedisCounter, key: &str) -> Option<u64> {
+        let now = Instant::now();
+        if redis.skipped(now) {
+            return None;
+        }
+        let outcome = tokio::time::timeout(redis.timeout, redis.incr(key, self.window)).await;
+        match outcome {
+            Ok(Ok(count)) => {
+                if self.fallback.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("redis answers again: flood counts are farm-wide again");
+                    metrics::gauge!(names::FALLBACK_ACTIVE).set(0.0);
+                }
+                redis.skip(None);
+                Some(count)
+            }
+            Ok(Err(e)) => self.redis_failed(redis, now, &e.to_string()),
+            Err(_) => self.redis_failed(redis, now, &format!("no answer within {} ms", redis.timeout.as_millis())),
+        }
+    }
+
+    fn redis_failed(&self, redis: &RedisCounter, now: Instant, error: &str) -> Option<u64> {
+        metrics::counter!(names::REDIS_ERRORS).increment(1);
+        redis.skip(Some(now + REDIS_RETRY));
+        if !self.fallback.swap(true, Ordering::Relaxed) {
+            tracing::error!(error, "redis failed: flood filter counts in process until it answers again");
+            metrics::gauge!(names::FALLBACK_ACTIVE).set(1.0);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_windows_count_and_reset() {
+        let counter = LocalCounter::default();
+        let t0 = Instant::now();
+        let w = Duration::from_secs(1);
+        assert_eq!((1..=3).map(|_| counter.incr("a", w, t0)).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(counter.incr("b", w, t0), 1, "keys count apart");
+        assert_eq!(counter.incr("a", w, t0 + Duration::from_millis(999)), 4, "same window");
+        assert_eq!(counter.incr("a", w, t0 + w), 1, "a new window starts at the first event after it");
+    }
+
+    #[test]
+    fn local_memory_is_bounded() {
+        let counter = LocalCounter::default();
+        let t0 = Instant::now();
+        let w = Duration::from_secs(1);
+        for i in 0..MAX_LOCAL_KEYS + 10 {
+            counter.incr(&i.to_string(), w, t0);
+        }
+        assert!(counter.len() <= MAX_LOCAL_KEYS);
+        // Expired windows go first; live ones survive when there is room.
+        let later = t0 + w * 2;
+        counter.incr("fresh", w, later);
+        assert_eq!(counter.incr("fresh", w, later), 2);
+    }
+
+    #[tokio::test]
+    async fn in_process_filter_passes_max_uses_then_drops() {
+        let filter =
+            FloodFilter::new(3, Duration::from_secs(60), None, "t:", Duration::from_millis(50)).expect("filter");
+        let verdicts: Vec<Verdict> = check_n(&filter, 5).await;
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Pass { count: 1 },
+                Verdict::Pass { count: 2 },
+                Verdict::Pass { count: 3 },
+                Verdict::Drop { count: 4 },
+                Verdict::Drop { count: 5 }
+            ]
+        );
+        assert_eq!(filter.check(2, "fp").await, Verdict::Pass { count: 1 }, "projects count apart");
+        assert!(!filter.fallback_active());
+    }
+
+    async fn check_n(filter: &FloodFilter, n: usize) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(filter.check(1, "fp").await);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_zero_window_disables_the_filter() {
+        let filter = FloodFilter::new(1, Duration::ZERO, None, "t:", Duration::from_millis(50)).expect("filter");
+        for _ in 0..5 {
+            assert_eq!(filter.check(1, "fp").await, Verdict::Pass { count: 0 });
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_falls_back_to_counting_in_process() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let url = format!("redis://127.0.0.1:{port}/0");
+        let filter =
+            FloodFilter::new(2, Duration::from_secs(60), Some(&url), "t:", Duration::from_millis(200)).expect("filter");
+        assert_eq!(filter.check(1, "fp").await, Verdict::Pass { count: 1 });
+        assert!(filter.fallback_active());
+        assert_eq!(filter.check(1, "fp").await, Verdict::Pass { count: 2 });
+        assert_eq!(filter.check(1, "fp").await, Verdict::Drop { count: 3 }, "the limit still holds, per instance");
+    }
+}

@@ -1,0 +1,187 @@
+//! One submission from request to answer: decode and read it, authenticate,
+//! sample, flood-filter, produce, and answer as Sentry would, with Cyclops's
+//! `X-CYCLOPS-STATUS` and `X-CYCLOPS-CACHE-COUNT` headers.
+//!
+//! Dropped events (flood filter, sampling) are answered 200 like stored
+//! ones: a 429 would make the SDK hold back all of its errors, not only the
+//! flooding one.
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cyclops_common::flood::Verdict;
+use cyclops_common::record::{RecordHeaders, topic_name};
+
+use super::decode::Encoding;
+use super::payload::{self, Kind, Understood};
+use super::{Intake, StoreError, Submission, auth};
+
+/// Sentry's answer to a beacon: a transparent 1×1 GIF.
+const PIXEL_GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x00\xff\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x00;";
+
+/// What became of an accepted submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Processed,
+    Ignored(&'static str),
+}
+
+fn endpoint_label(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Store => "store",
+        Kind::Envelope => "envelope",
+        Kind::Beacon => "beacon",
+    }
+}
+
+/// Answers one submission; every outcome is counted.
+pub async fn handle(intake: &Intake, kind: Kind, submission: Submission) -> Response {
+    let response = match accept(intake, kind, submission).await {
+        Ok(response) => response,
+        Err(error) => {
+            intake.stats.rejected(error.reason());
+            error.into_response()
+        }
+    };
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(crate::metrics::REQUESTS, "endpoint" => endpoint_label(kind), "status" => status).increment(1);
+    response
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+}
+
+/// The client's address: the TCP peer, or behind a trusted proxy the
+/// leftmost `X-Forwarded-For` entry that is an IP address.
+pub(super) fn client_ip(trust_forwarded_for: bool, headers: &HeaderMap, peer: SocketAddr) -> String {
+    let forwarded = || {
+        let value = headers.get("x-forwarded-for")?.to_str().ok()?;
+        value.split(',').next()?.trim().parse::<std::net::IpAddr>().ok()
+    };
+    match trust_forwarded_for.then(forwarded).flatten() {
+        Some(ip) => ip.to_string(),
+        None => peer.ip().to_string(),
+    }
+}
+
+async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, StoreError> {
+    let path_project = match &s.project {
+        Some(p) => Some(p.parse::<u64>().ok().filter(|p| *p > 0).ok_or(StoreError::BadProject)?),
+        None => None,
+    };
+    let query = s.uri.query().filter(|q| !q.is_empty());
+    let request_auth = auth::from_request(&s.headers, query)?;
+    let body = s.body.map_err(|e| StoreError::Body { status: e.status().as_u16(), message: e.body_text() })?;
+    if kind != Kind::Beacon && body.is_empty() {
+        return Err(StoreError::EmptyBody);
+    }
+    let raw_encoding = header_str(&s.headers, header::CONTENT_ENCODING);
+    let encoding = Encoding::from_header(raw_encoding.as_deref())?;
+    let understood = payload::understand(kind, encoding, &body, s.uri.path(), query, intake.config.limits)?;
+
+    let auth = match (request_auth, understood.dsn.as_deref()) {
+        (Some(auth), Some(dsn)) => {
+            if auth::from_dsn(dsn).is_ok_and(|d| d.public_key != auth.public_key) {
+                return Err(StoreError::InvalidEnvelope("header mismatch: public key".into()));
+            }
+            auth
+        }
+        (Some(auth), None) => auth,
+        (None, Some(dsn)) if kind == Kind::Envelope => auth::from_dsn(dsn)?,
+        (None, _) => return Err(StoreError::MissingAuth),
+    };
+    let project_id = intake.keys.resolve(&auth, path_project)?;
+
+    let (fate, count) = decide(intake, project_id, &understood).await;
+    if fate == Fate::Processed {
+        let Understood { event_id, rewritten, .. } = &understood;
+        let (value, query, encoding) = match rewritten {
+            Some(r) => (r.body.as_slice(), r.query.as_deref().or(query), None),
+            None => (body.as_ref(), query, encoding.name()),
+        };
+        let record = RecordHeaders {
+            method: s.method.to_string(),
+            path: s.uri.path().to_owned(),
+            query: query.map(str::to_owned),
+            content_type: header_str(&s.headers, header::CONTENT_TYPE),
+            content_encoding: encoding.map(str::to_owned),
+            auth: auth.forward_header.clone(),
+            event_id: event_id.clone(),
+            project_id,
+            received_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            client_ip: Some(client_ip(intake.config.trust_forwarded_for, &s.headers, s.peer)),
+            user_agent: header_str(&s.headers, header::USER_AGENT),
+        };
+        let topic = topic_name(&intake.config.topic_prefix, project_id);
+        intake.producer.send(&topic, event_id, value, record.to_kafka()).await.map_err(|e| {
+            tracing::error!(error = %e, topic, event_id, "kafka did not take the event");
+            StoreError::Unavailable
+        })?;
+        intake.stats.processed(project_id);
+        metrics::counter!(crate::metrics::ACCEPTED).increment(1);
+    }
+    Ok(answer(kind, &understood, fate, count))
+}
+
+/// Sampling first (it costs nothing), then the flood filter for submissions
+/// that carry an error event.
+async fn decide(intake: &Intake, project_id: u64, understood: &Understood) -> (Fate, u64) {
+    let percent = intake.config.sampling.percent_for(project_id);
+    if percent > 0.0 && fastrand::f64() * 100.0 < percent {
+        return ignored(intake, project_id, "sampled", 0);
+    }
+    let Some(fingerprint) = &understood.fingerprint else { return (Fate::Processed, 0) };
+    match intake.flood.check(project_id, fingerprint).await {
+        Verdict::Pass { count } => (Fate::Processed, count),
+        Verdict::Drop { count } => ignored(intake, project_id, "flood", count),
+    }
+}
+
+fn ignored(intake: &Intake, project_id: u64, reason: &'static str, count: u64) -> (Fate, u64) {
+    intake.stats.ignored(project_id, reason);
+    metrics::counter!(crate::metrics::IGNORED, "reason" => reason).increment(1);
+    (Fate::Ignored(reason), count)
+}
+
+fn answer(kind: Kind, understood: &Understood, fate: Fate, count: u64) -> Response {
+    let mut response = match kind {
+        Kind::Beacon => ([(header::CONTENT_TYPE, "image/gif")], PIXEL_GIF).into_response(),
+        _ if understood.has_event => axum::Json(serde_json::json!({ "id": understood.event_id })).into_response(),
+        _ => axum::Json(serde_json::json!({})).into_response(),
+    };
+    *response.status_mut() = StatusCode::OK;
+    let status = match fate {
+        Fate::Processed => "PROCESSED",
+        Fate::Ignored(_) => "IGNORED",
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-cyclops-status", HeaderValue::from_static(status));
+    headers.insert("x-cyclops-cache-count", HeaderValue::from(count));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_address_comes_from_the_proxy_only_when_trusted() {
+        let peer: SocketAddr = "10.0.0.9:5000".parse().expect("addr");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7, 10.0.0.1"));
+        assert_eq!(client_ip(false, &headers, peer), "10.0.0.9");
+        assert_eq!(client_ip(true, &headers, peer), "203.0.113.7");
+        headers.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
+        assert_eq!(client_ip(true, &headers, peer), "10.0.0.9", "an unparsable header falls back to the peer");
+        assert_eq!(client_ip(true, &HeaderMap::new(), peer), "10.0.0.9");
+    }
+
+    #[test]
+    fn the_pixel_is_sentrys_26_byte_gif() {
+        assert_eq!(PIXEL_GIF.len(), 26);
+        assert!(PIXEL_GIF.starts_with(b"GIF89a"));
+    }
+}

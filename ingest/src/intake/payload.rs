@@ -1,0 +1,288 @@
+//! What a submission says about itself: decoded, framed and parsed just far
+//! enough to know its event id, its fingerprint and its envelope `dsn`.
+//!
+//! Every submission Sentry keys by event id leaves here with one. When the
+//! SDK sent none, ingest assigns it and the stored request carries it (in
+//! the store JSON, the envelope header, or the beacon's `sentry_data`), so a
+//! copy delivered twice is deduplicated by Sentry; such a rewritten body is
+//! stored decoded.
+
+use serde_json::{Map, Value};
+
+use super::StoreError;
+use super::decode::{self, Encoding};
+use super::envelope;
+use cyclops_common::fingerprint;
+
+/// Which Sentry form a submission has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A JSON event (store endpoint, POST).
+    Store,
+    /// An envelope (envelope endpoint, or store with an envelope content type).
+    Envelope,
+    /// A browser beacon: the event in the `sentry_data` query parameter (store endpoint, GET).
+    Beacon,
+}
+
+/// Size limits after decompression.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub event_bytes: usize,
+    pub envelope_bytes: usize,
+}
+
+/// A submission ready to be counted and stored.
+#[derive(Debug, PartialEq)]
+pub struct Understood {
+    /// As sent, or assigned by ingest.
+    pub event_id: String,
+    /// False for envelopes with nothing Sentry keys by event id (sessions,
+    /// client reports): Sentry answers those with `{}`.
+    pub has_event: bool,
+    /// The flood filter's key; `None` when there is no error event to count.
+    pub fingerprint: Option<String>,
+    /// The envelope header's `dsn`, for self-authenticating envelopes.
+    pub dsn: Option<String>,
+    /// The request to store instead of the one received, when ingest had to
+    /// assign the event id.
+    pub rewritten: Option<Rewritten>,
+}
+
+/// A request rewritten to carry its event id; its body is not encoded.
+#[derive(Debug, PartialEq)]
+pub struct Rewritten {
+    pub body: Vec<u8>,
+    pub query: Option<String>,
+}
+
+/// A new event id: a random UUID as 32 lowercase hex characters.
+pub fn new_event_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn normalise(id: &Value, bad: fn(String) -> StoreError) -> Result<String, StoreError> {
+    let text = id.as_str().ok_or_else(|| bad(format!("event_id must be a string, got {id}")))?;
+    uuid::Uuid::parse_str(text)
+        .map(|u| u.simple().to_string())
+        .map_err(|e| bad(format!("invalid event_id {text:?}: {e}")))
+}
+
+fn json_object(bytes: &[u8], bad: fn(String) -> StoreError) -> Result<Map<String, Value>, StoreError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(bad("the event is not a JSON object".into())),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// Reads a submission. `body` is the request body as received (empty for
+/// beacons), `query` the raw query string.
+pub fn understand(
+    kind: Kind,
+    encoding: Encoding,
+    body: &[u8],
+    path: &str,
+    query: Option<&str>,
+    limits: Limits,
+) -> Result<Understood, StoreError> {
+    match kind {
+        Kind::Store => read_store(encoding, body, limits),
+        Kind::Envelope => read_envelope(encoding, body, limits),
+        Kind::Beacon => read_beacon(path, query.unwrap_or_default(), limits),
+    }
+}
+
+fn read_store(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Understood, StoreError> {
+    let decoded = decode::decode(encoding, body, limits.event_bytes)?;
+    let json = decode::legacy_store_body(&decoded, limits.event_bytes)?;
+    let mut event = json_object(&json, StoreError::InvalidJson)?;
+    let fingerprint = Some(fingerprint::of_event(&Value::Object(event.clone())));
+    let (event_id, rewritten) = match event.get("event_id").filter(|v| !v.is_null()) {
+        Some(id) => (normalise(id, StoreError::InvalidJson)?, None),
+        None => {
+            let id = new_event_id();
+            event.insert("event_id".into(), Value::String(id.clone()));
+            let body = serde_json::to_vec(&event).map_err(|e| StoreError::InvalidJson(e.to_string()))?;
+            (id, Some(Rewritten { body, query: None }))
+        }
+    };
+    Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten })
+}
+
+fn read_envelope(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Understood, StoreError> {
+    let decoded = decode::decode(encoding, body, limits.envelope_bytes)?;
+    let parsed = envelope::parse(&decoded)?;
+    let bad = StoreError::InvalidEnvelope;
+    let event = match parsed.event() {
+        Some(item) if item.payload.len() > limits.event_bytes => {
+            return Err(StoreError::TooLarge { limit: limits.event_bytes });
+        }
+        Some(item) => Some(json_object(item.payload, |e| StoreError::InvalidEnvelope(format!("event item: {e}")))?),
+        None => None,
+    };
+    let fingerprint = event.as_ref().map(|e| fingerprint::of_event(&Value::Object(e.clone())));
+    let dsn = parsed.header_str("dsn").map(str::to_owned);
+    let has_event = parsed.needs_event_id();
+    // The header's id wins over the event item's, as in Sentry.
+    let given = match (
+        parsed.header.get("event_id").filter(|v| !v.is_null()),
+        event.as_ref().and_then(|e| e.get("event_id")),
+    ) {
+        (Some(id), _) => Some(normalise(id, bad)?),
+        (None, Some(id)) if !id.is_null() => Some(normalise(id, bad)?),
+        _ => None,
+    };
+    let (event_id, rewritten) = match given {
+        Some(id) => (id, None),
+        // Nothing keyed by event id: the id only keys the Kafka record.
+        None if !has_event => (new_event_id(), None),
+        None => {
+            let id = new_event_id();
+            let mut header = parsed.header.clone();
+            header.insert("event_id".into(), Value::String(id.clone()));
+            let body = envelope::with_header(&decoded, parsed.items_start, &header);
+            (id, Some(Rewritten { body, query: None }))
+        }
+    };
+    Ok(Understood { event_id, has_event, fingerprint, dsn, rewritten })
+}
+
+fn read_beacon(path: &str, query: &str, limits: Limits) -> Result<Understood, StoreError> {
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let data = params
+        .iter()
+        .find(|(k, _)| k == "sentry_data")
+        .map(|(_, v)| v.as_bytes())
+        .ok_or_else(|| StoreError::InvalidJson("missing sentry_data query parameter".into()))?;
+    let json = decode::legacy_store_body(data, limits.event_bytes)?;
+    let mut event = json_object(&json, StoreError::InvalidJson)?;
+    let fingerprint = Some(fingerprint::of_beacon(path, query));
+    let (event_id, rewritten) = match event.get("event_id").filter(|v| !v.is_null()) {
+        Some(id) => (normalise(id, StoreError::InvalidJson)?, None),
+        None => {
+            let id = new_event_id();
+            event.insert("event_id".into(), Value::String(id.clone()));
+            let data = Value::Object(event).to_string();
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &params {
+                query.append_pair(k, if k == "sentry_data" { &data } else { v });
+            }
+            (id, Some(Rewritten { body: Vec::new(), query: Some(query.finish()) }))
+        }
+    };
+    Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    const LIMITS: Limits = Limits { event_bytes: 4096, envelope_bytes: 65536 };
+    const ID: &str = "9ec79c33ec9942ab8353589fcb2e04dc";
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).expect("write");
+        e.finish().expect("finish")
+    }
+
+    #[test]
+    fn a_store_event_keeps_its_id_and_body() {
+        let body = format!(r#"{{"event_id":"{}","message":"x"}}"#, ID.to_uppercase());
+        let u =
+            understand(Kind::Store, Encoding::Identity, body.as_bytes(), "/api/1/store/", None, LIMITS).expect("ok");
+        assert_eq!(u.event_id, ID);
+        assert!(u.has_event && u.rewritten.is_none());
+        assert!(u.fingerprint.expect("fingerprint").starts_with("message:"));
+    }
+
+    #[test]
+    fn a_store_event_without_id_is_given_one_in_the_stored_body() {
+        let body = gzip(br#"{"message":"x"}"#);
+        let u = understand(Kind::Store, Encoding::Gzip, &body, "/api/1/store/", None, LIMITS).expect("ok");
+        let rewritten = u.rewritten.expect("rewritten");
+        let stored: Value = serde_json::from_slice(&rewritten.body).expect("plain JSON");
+        assert_eq!(stored["event_id"], u.event_id.as_str());
+        assert_eq!(stored["message"], "x");
+    }
+
+    #[test]
+    fn envelopes_take_the_header_id_then_the_event_id() {
+        let with_header =
+            format!("{{\"event_id\":\"{ID}\"}}\n{{\"type\":\"event\"}}\n{{\"event_id\":\"{}\"}}\n", "1".repeat(32));
+        let u = understand(Kind::Envelope, Encoding::Identity, with_header.as_bytes(), "/", None, LIMITS).expect("ok");
+        assert_eq!(u.event_id, ID);
+        let in_item = format!("{{}}\n{{\"type\":\"event\"}}\n{{\"event_id\":\"{ID}\",\"message\":\"m\"}}\n");
+        let u = understand(Kind::Envelope, Encoding::Identity, in_item.as_bytes(), "/", None, LIMITS).expect("ok");
+        assert_eq!((u.event_id.as_str(), u.rewritten.is_none()), (ID, true));
+    }
+
+    #[test]
+    fn an_envelope_event_without_id_gets_one_in_its_header() {
+        let body = gzip(b"{\"dsn\":\"https://k@h/1\"}\n{\"type\":\"event\"}\n{\"message\":\"m\"}\n");
+        let u = understand(Kind::Envelope, Encoding::Gzip, &body, "/", None, LIMITS).expect("ok");
+        assert_eq!(u.dsn.as_deref(), Some("https://k@h/1"));
+        let stored = u.rewritten.expect("rewritten").body;
+        let reparsed = envelope::parse(&stored).expect("still an envelope");
+        assert_eq!(reparsed.header_str("event_id"), Some(u.event_id.as_str()));
+        assert_eq!(reparsed.event().expect("event").payload, br#"{"message":"m"}"#);
+    }
+
+    #[test]
+    fn an_envelope_without_events_has_no_event_and_no_fingerprint() {
+        let body = b"{}\n{\"type\":\"session\"}\n{\"sid\":\"x\"}\n";
+        let u = understand(Kind::Envelope, Encoding::Identity, body, "/", None, LIMITS).expect("ok");
+        assert!(!u.has_event && u.fingerprint.is_none() && u.rewritten.is_none());
+        assert_eq!(u.event_id.len(), 32);
+    }
+
+    #[test]
+    fn an_oversized_event_item_is_413() {
+        let big = format!("{{}}\n{{\"type\":\"event\"}}\n{{\"message\":\"{}\"}}\n", "x".repeat(5000));
+        let err =
+            understand(Kind::Envelope, Encoding::Identity, big.as_bytes(), "/", None, LIMITS).expect_err("too big");
+        assert_eq!(err, StoreError::TooLarge { limit: 4096 });
+    }
+
+    #[test]
+    fn bad_payloads_are_400() {
+        let cases: [(Kind, &[u8]); 5] = [
+            (Kind::Store, b"{nope"),
+            (Kind::Store, b"[1,2]"),
+            (Kind::Store, br#"{"event_id":"not-a-uuid"}"#),
+            (Kind::Envelope, b"{}\n{\"type\":\"event\"}\n{broken\n"),
+            (Kind::Envelope, b"{\"event_id\":42}\n"),
+        ];
+        for (kind, body) in cases {
+            let err = understand(kind, Encoding::Identity, body, "/", None, LIMITS).expect_err("bad");
+            let is_400 = matches!(
+                err,
+                StoreError::InvalidJson(_) | StoreError::InvalidEnvelope(_) | StoreError::InvalidCompression(_)
+            );
+            assert!(is_400, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn beacons_read_sentry_data_and_carry_an_assigned_id_in_it() {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("sentry_key", "k")
+            .append_pair("sentry_data", r#"{"message":"from a browser"}"#)
+            .finish();
+        let u = understand(Kind::Beacon, Encoding::Identity, b"", "/api/1/store/", Some(&query), LIMITS).expect("ok");
+        let rewritten_query = u.rewritten.expect("rewritten").query.expect("query");
+        let data: String = url::form_urlencoded::parse(rewritten_query.as_bytes())
+            .find(|(k, _)| k == "sentry_data")
+            .map(|(_, v)| v.into_owned())
+            .expect("sentry_data kept");
+        let event: Value = serde_json::from_str(&data).expect("json");
+        assert_eq!(event["event_id"], u.event_id.as_str());
+        assert!(rewritten_query.contains("sentry_key=k"));
+        let missing = understand(Kind::Beacon, Encoding::Identity, b"", "/", Some("sentry_key=k"), LIMITS);
+        assert!(matches!(missing, Err(StoreError::InvalidJson(_))));
+    }
+}

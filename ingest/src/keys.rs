@@ -1,0 +1,131 @@
+//! The DSN keys ingest accepts: the static `[[projects]]` list plus, when
+//! configured, the active keys of Sentry's own `sentry_projectkey` table,
+//! reloaded in the background (see [`crate::keys_refresh`]). Lookups never
+//! wait on the database: they read the last good set.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use cyclops_common::config::ProjectKey;
+
+use crate::intake::{SentryAuth, StoreError};
+
+/// Keys by public key.
+type KeyMap = HashMap<String, ProjectKey>;
+
+/// Every key ingest knows, and whether unknown ones are refused.
+#[derive(Debug)]
+pub struct KeyStore {
+    configured: KeyMap,
+    loaded: RwLock<Arc<KeyMap>>,
+    restrict: bool,
+}
+
+impl KeyStore {
+    /// `restrict` is `ingest.restrict_api_access`.
+    pub fn new(projects: &[ProjectKey], restrict: bool) -> Self {
+        Self {
+            configured: projects.iter().map(|p| (p.public_key.clone(), p.clone())).collect(),
+            loaded: RwLock::new(Arc::new(HashMap::new())),
+            restrict,
+        }
+    }
+
+    /// Replaces the keys loaded from Sentry's database.
+    pub fn replace_loaded(&self, keys: Vec<ProjectKey>) {
+        let map: KeyMap = keys.into_iter().map(|k| (k.public_key.clone(), k)).collect();
+        if let Ok(mut loaded) = self.loaded.write() {
+            *loaded = Arc::new(map);
+        }
+    }
+
+    /// How many keys are loaded from the database.
+    pub fn loaded_len(&self) -> usize {
+        self.loaded.read().map(|l| l.len()).unwrap_or(0)
+    }
+
+    fn find(&self, public_key: &str) -> Option<ProjectKey> {
+        if let Some(key) = self.configured.get(public_key) {
+            return Some(key.clone());
+        }
+        let loaded = self.loaded.read().ok()?.clone();
+        loaded.get(public_key).cloned()
+    }
+
+    /// The project `auth` may send to. `path_project` is the id in the URL
+    /// (none on the legacy `/api/store/`). A known key must belong to that
+    /// project and, when both sides have a secret, match it; an unknown key
+    /// is refused unless access is unrestricted.
+    pub fn resolve(&self, auth: &SentryAuth, path_project: Option<u64>) -> Result<u64, StoreError> {
+        match self.find(&auth.public_key) {
+            Some(key) => {
+                if path_project.is_some_and(|p| p != key.id) {
+                    return Err(StoreError::Rejected);
+                }
+                if let (Some(given), Some(expected)) = (&auth.secret_key, &key.secret_key)
+                    && given != expected
+                {
+                    return Err(StoreError::Rejected);
+                }
+                Ok(key.id)
+            }
+            None if self.restrict => Err(StoreError::Rejected),
+            // Unrestricted: any key, but the project must come from the path.
+            None => path_project.ok_or(StoreError::Rejected),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(key: &str, secret: Option<&str>) -> SentryAuth {
+        SentryAuth { public_key: key.into(), secret_key: secret.map(Into::into), forward_header: None }
+    }
+
+    fn store(restrict: bool) -> KeyStore {
+        KeyStore::new(
+            &[
+                ProjectKey { id: 1, public_key: "abc".into(), secret_key: Some("s".into()) },
+                ProjectKey { id: 1, public_key: "second".into(), secret_key: None },
+            ],
+            restrict,
+        )
+    }
+
+    #[test]
+    fn keys_belong_to_one_project_and_secrets_must_match() {
+        let keys = store(true);
+        assert_eq!(keys.resolve(&auth("abc", None), Some(1)), Ok(1));
+        assert_eq!(keys.resolve(&auth("abc", Some("s")), Some(1)), Ok(1));
+        assert_eq!(keys.resolve(&auth("second", None), Some(1)), Ok(1), "a project may have several keys");
+        assert_eq!(keys.resolve(&auth("abc", None), None), Ok(1), "the legacy path takes the key's project");
+        assert_eq!(keys.resolve(&auth("abc", Some("x")), Some(1)), Err(StoreError::Rejected));
+        assert_eq!(keys.resolve(&auth("abc", None), Some(2)), Err(StoreError::Rejected));
+        assert_eq!(keys.resolve(&auth("zzz", None), Some(1)), Err(StoreError::Rejected));
+    }
+
+    #[test]
+    fn unrestricted_access_takes_unknown_keys_for_the_path_project() {
+        let keys = store(false);
+        assert_eq!(keys.resolve(&auth("zzz", None), Some(9)), Ok(9));
+        assert_eq!(keys.resolve(&auth("zzz", None), None), Err(StoreError::Rejected), "no project to send to");
+        assert_eq!(keys.resolve(&auth("abc", None), Some(2)), Err(StoreError::Rejected), "known keys stay bound");
+    }
+
+    #[test]
+    fn loaded_keys_are_replaced_as_a_whole() {
+        let keys = store(true);
+        keys.replace_loaded(vec![ProjectKey { id: 5, public_key: "db1".into(), secret_key: None }]);
+        assert_eq!(keys.resolve(&auth("db1", None), Some(5)), Ok(5));
+        keys.replace_loaded(vec![ProjectKey { id: 6, public_key: "db2".into(), secret_key: None }]);
+        assert_eq!(
+            keys.resolve(&auth("db1", None), Some(5)),
+            Err(StoreError::Rejected),
+            "a key gone from the table is gone"
+        );
+        assert_eq!(keys.resolve(&auth("db2", None), Some(6)), Ok(6));
+        assert_eq!(keys.loaded_len(), 1);
+    }
+}

@@ -1,0 +1,70 @@
+//! Loading keys from Sentry's own database: the active rows of
+//! `sentry_projectkey`, every `ingest.update_period_secs`. A failed load is
+//! logged and counted and keeps the last good keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cyclops_common::config::ProjectKey;
+use cyclops_common::shutdown::CancellationToken;
+
+use crate::keys::KeyStore;
+
+/// Sentry's `ProjectKeyStatus.ACTIVE`.
+const ACTIVE: i32 = 0;
+/// Longest a connection and query may take.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a load failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The active keys in the database at `url`.
+pub async fn load(url: &str) -> Result<Vec<ProjectKey>, LoadError> {
+    let work = async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        let driver = tokio::spawn(connection);
+        let rows = client
+            .query("SELECT project_id, public_key, secret_key FROM sentry_projectkey WHERE status = $1", &[&ACTIVE])
+            .await;
+        drop(client);
+        driver.abort();
+        let keys = rows?
+            .into_iter()
+            .filter_map(|row| {
+                let id: i64 = row.try_get(0).ok()?;
+                let public_key: String = row.try_get(1).ok()?;
+                let secret_key: Option<String> = row.try_get(2).ok()?;
+                Some(ProjectKey { id: u64::try_from(id).ok()?, public_key, secret_key })
+            })
+            .collect();
+        Ok(keys)
+    };
+    tokio::time::timeout(LOAD_TIMEOUT, work).await.unwrap_or(Err(LoadError::Timeout(LOAD_TIMEOUT)))
+}
+
+/// Loads once now, then every `period` until `shutdown`.
+pub async fn run(url: String, keys: Arc<KeyStore>, period: Duration, shutdown: CancellationToken) {
+    loop {
+        match load(&url).await {
+            Ok(loaded) => {
+                tracing::info!(keys = loaded.len(), "loaded project keys from sentry's database");
+                metrics::gauge!(crate::metrics::KEYS_LOADED).set(loaded.len() as f64);
+                keys.replace_loaded(loaded);
+            }
+            Err(e) => {
+                metrics::counter!(crate::metrics::KEY_REFRESH_FAILURES).increment(1);
+                tracing::error!(error = %e, kept = keys.loaded_len(), "cannot load project keys; keeping the last good ones");
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+    }
+}
