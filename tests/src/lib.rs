@@ -8,6 +8,7 @@
 //! [`fake_sentry::FakeSentry`] stands in for Sentry.
 
 pub mod fake_sentry;
+pub mod kafka;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -57,6 +58,25 @@ pub fn test_config() -> Config {
     config.forwarder.group_id = unique("group");
     config.forwarder.drain_timeout_secs = 5;
     config
+}
+
+/// An `X-Sentry-Auth` header value for `key`.
+pub fn sentry_auth(key: &str) -> String {
+    format!("Sentry sentry_version=7, sentry_key={key}, sentry_client=cyclops-tests/1.0")
+}
+
+/// `data` gzipped.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    encoder.write_all(data).ok();
+    encoder.finish().unwrap_or_default()
+}
+
+/// A random event id (32 lowercase hex characters).
+pub fn event_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// A service started in-process.
