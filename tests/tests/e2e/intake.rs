@@ -17,6 +17,13 @@ const PROJECT: u64 = 5;
 const OTHER_PROJECT: u64 = 6;
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A content encoding's name and how to apply it.
+type Encoder = (&'static str, fn(&[u8]) -> Vec<u8>);
+/// What is sent, where, with which encoding, and the status expected.
+type BodyCase<'a> = (&'a str, &'a str, Option<&'a str>, Vec<u8>, u16);
+/// What is sent, where, with which headers, and the status expected.
+type AuthCase<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
+
 fn config() -> Config {
     let mut config = test_config();
     config.projects = vec![
@@ -139,7 +146,7 @@ async fn every_content_encoding_is_accepted_and_stored_as_sent() {
     let ingest = spawn_ingest(config).await.expect("ingest");
     let auth = sentry_auth(KEY);
     let path = format!("/api/{PROJECT}/envelope/");
-    let encoders: Vec<(&str, fn(&[u8]) -> Vec<u8>)> = vec![
+    let encoders: Vec<Encoder> = vec![
         ("identity", |d| d.to_vec()),
         ("gzip", gzip),
         ("x-gzip", gzip),
@@ -193,7 +200,7 @@ async fn oversized_and_malformed_bodies_are_refused_and_nothing_is_stored() {
     let env = format!("/api/{PROJECT}/envelope/");
     let big_event = event(&event_id(), &"x".repeat(4096));
     let gz = gzip(&event(&event_id(), "truncated"));
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16)> = vec![
+    let cases: Vec<BodyCase> = vec![
         ("event over the limit once gunzipped", &store, Some("gzip"), gzip(&big_event), 413),
         ("gzip bomb", &store, Some("gzip"), gzip(&vec![b' '; 1 << 22]), 413),
         ("body over the limit as received", &env, None, vec![b'{'; 9000], 413),
@@ -236,7 +243,7 @@ async fn every_auth_form_and_every_auth_failure() {
     let dsn_envelope =
         format!("{{\"dsn\":\"http://{KEY}@example.com/{PROJECT}\",\"event_id\":\"{}\"}}\n", event_id()).into_bytes();
     let ev = || event(&event_id(), "auth");
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, Vec<u8>, u16)> = vec![
+    let cases: Vec<AuthCase> = vec![
         ("x-sentry-auth", store.clone(), vec![("x-sentry-auth", &good)], ev(), 200),
         ("authorization", store.clone(), vec![("authorization", &good)], ev(), 200),
         ("matching secret", store.clone(), vec![("x-sentry-auth", &with_secret)], ev(), 200),
