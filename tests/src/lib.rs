@@ -9,6 +9,7 @@
 
 pub mod fake_sentry;
 pub mod kafka;
+pub mod redis_server;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

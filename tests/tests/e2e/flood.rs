@@ -1,0 +1,174 @@
+//! The flood filter and sampling: exact farm-wide limits through Redis, an
+//! in-process fallback that never turns an outage into lost events, and
+//! per-project sampling.
+
+use std::time::Duration;
+
+use cyclops_common::config::{Config, ProjectKey};
+use cyclops_common::record::topic_name;
+use cyclops_tests::kafka::{read_records, stays_empty};
+use cyclops_tests::redis_server::OwnRedis;
+use cyclops_tests::{TestService, event_id, sentry_auth, spawn_ingest, test_config, unique};
+use futures::future::join_all;
+use serde_json::Value;
+
+const KEY: &str = "f100df100df100df100df100df100d01";
+const PROJECT: u64 = 9;
+
+fn config(max_uses: u64, window_secs: u64) -> Config {
+    let mut config = test_config();
+    config.projects = vec![ProjectKey { id: PROJECT, public_key: KEY.into(), secret_key: None }];
+    config.redis.key_prefix = format!("{}:", unique("flood"));
+    config.ingest.flood.max_uses = max_uses;
+    config.ingest.flood.window_secs = window_secs;
+    config
+}
+
+/// The same error each time (a new event id, a new timestamp: volatile fields).
+fn the_same_error() -> Vec<u8> {
+    format!(
+        r#"{{"event_id":"{}","timestamp":{},"exception":{{"values":[{{"type":"ZeroDivisionError","value":"division by zero",
+        "stacktrace":{{"frames":[{{"filename":"app.py","function":"handler","lineno":42}}]}}}}]}}}}"#,
+        event_id(),
+        volatile_number()
+    )
+    .into_bytes()
+}
+
+fn volatile_number() -> u128 {
+    uuid::Uuid::new_v4().as_u128() % 1_000_000
+}
+
+/// Sends `body` to `ingest` and returns (status, X-CYCLOPS-STATUS, X-CYCLOPS-CACHE-COUNT).
+async fn submit(client: &reqwest::Client, ingest: &TestService, body: Vec<u8>) -> (u16, String, u64) {
+    let response = client
+        .post(ingest.url(&format!("/api/{PROJECT}/store/")))
+        .header("x-sentry-auth", sentry_auth(KEY))
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let (cyclops, count) = (header("x-cyclops-status"), header("x-cyclops-cache-count").parse().unwrap_or(0));
+    (response.status().as_u16(), cyclops, count)
+}
+
+#[tokio::test]
+async fn three_instances_sharing_redis_pass_exactly_max_uses_of_a_burst() {
+    let config = config(10, 60);
+    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(spawn_ingest(config.clone()).await.expect("ingest"));
+    }
+    let client = reqwest::Client::new();
+    // 90 copies of one error, 30 per instance, all at once.
+    let burst = (0..90).map(|i| submit(&client, &instances[i % 3], the_same_error()));
+    let results = join_all(burst).await;
+    assert!(results.iter().all(|(status, _, _)| *status == 200), "drops are answered 200: {results:?}");
+    let processed: Vec<u64> = results.iter().filter(|(_, s, _)| s == "PROCESSED").map(|(_, _, c)| *c).collect();
+    let ignored = results.iter().filter(|(_, s, _)| s == "IGNORED").count();
+    assert_eq!(processed.len(), 10, "exactly max_uses pass farm-wide");
+    assert_eq!(ignored, 80);
+    let mut counts = processed.clone();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=10).collect::<Vec<_>>(), "each passing event has its own slot");
+    assert_eq!(read_records(&topic, 11, Duration::from_secs(10)).await.len(), 10, "only those reach Kafka");
+    for instance in instances {
+        instance.stop().await.expect("stops");
+    }
+}
+
+#[tokio::test]
+async fn different_errors_are_counted_apart_and_windows_reopen() {
+    let ingest = spawn_ingest(config(2, 1)).await.expect("ingest");
+    let client = reqwest::Client::new();
+    let other = || format!(r#"{{"event_id":"{}","message":"another error"}}"#, event_id()).into_bytes();
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.push(submit(&client, &ingest, the_same_error()).await.1);
+    }
+    assert_eq!(first, ["PROCESSED", "PROCESSED", "IGNORED"]);
+    assert_eq!(submit(&client, &ingest, other()).await.1, "PROCESSED", "another fingerprint has its own count");
+    // Once the window is over, the error passes again.
+    let reopened = cyclops_tests::wait_for(Duration::from_secs(5), "the window to reopen", || async {
+        (submit(&client, &ingest, the_same_error()).await.1 == "PROCESSED").then_some(())
+    })
+    .await;
+    assert!(reopened.is_ok());
+    ingest.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn a_zero_window_turns_the_filter_off() {
+    let ingest = spawn_ingest(config(1, 0)).await.expect("ingest");
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        assert_eq!(submit(&client, &ingest, the_same_error()).await.1, "PROCESSED");
+    }
+    ingest.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn redis_dying_mid_run_falls_back_to_counting_in_process_without_a_5xx() {
+    let mut redis = OwnRedis::start().await.expect("own redis");
+    let mut config = config(3, 60);
+    config.redis.url = Some(redis.url.clone());
+    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let ingest = spawn_ingest(config).await.expect("ingest");
+    let client = reqwest::Client::new();
+    assert_eq!(submit(&client, &ingest, the_same_error()).await.1, "PROCESSED");
+    redis.kill().await.expect("redis killed");
+
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(submit(&client, &ingest, the_same_error()).await);
+    }
+    assert!(statuses.iter().all(|(code, _, _)| *code == 200), "no 5xx while redis is gone: {statuses:?}");
+    let passed = statuses.iter().filter(|(_, s, _)| s == "PROCESSED").count();
+    assert_eq!(passed, 3, "the instance counts in process: max_uses again, from zero");
+    assert_eq!(read_records(&topic, 5, Duration::from_secs(5)).await.len(), 4, "1 before + 3 during the outage");
+
+    let ready: Value = reqwest::get(ingest.url("/ready")).await.expect("ready").json().await.expect("json");
+    assert_eq!(ready["ready"], true, "still in rotation: {ready}");
+    assert_eq!(ready["degraded"], true);
+    let flood =
+        ready["checks"].as_array().expect("checks").iter().find(|c| c["name"] == "flood_filter").expect("check");
+    assert_eq!(flood["ok"], false, "{flood}");
+    let count: Value = reqwest::get(ingest.url("/count")).await.expect("count").json().await.expect("json");
+    assert_eq!(count["flood_fallback_active"], true);
+    let metrics = reqwest::get(ingest.url("/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("cyclops_flood_fallback_active 1"), "fallback visible in metrics");
+    ingest.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn sampling_drops_the_configured_share_of_a_project() {
+    let mut config = config(1000, 60);
+    config.ingest.sampling.ignore_percentage.insert(PROJECT.to_string(), 100.0);
+    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let ingest = spawn_ingest(config).await.expect("ingest");
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let (code, status, _) = submit(&client, &ingest, the_same_error()).await;
+        assert_eq!((code, status.as_str()), (200, "IGNORED"));
+    }
+    assert!(stays_empty(&topic, Duration::from_secs(2)).await);
+    let count: Value = reqwest::get(ingest.url("/count")).await.expect("count").json().await.expect("json");
+    assert_eq!(count["ignored_by_reason"]["sampled"], 5);
+    assert_eq!(count["ignored"], 5);
+    ingest.stop().await.expect("stops");
+
+    let mut half = self::config(1000, 60);
+    half.ingest.sampling.ignore_percentage.insert(PROJECT.to_string(), 50.0);
+    let ingest = spawn_ingest(half).await.expect("ingest");
+    let mut ignored = 0;
+    for _ in 0..200 {
+        if submit(&client, &ingest, the_same_error()).await.1 == "IGNORED" {
+            ignored += 1;
+        }
+    }
+    // Binomial(200, 0.5): 60..140 holds with probability 1 - 1e-8.
+    assert!((60..=140).contains(&ignored), "about half ignored, got {ignored}");
+    ingest.stop().await.expect("stops");
+}
