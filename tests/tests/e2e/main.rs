@@ -3,6 +3,7 @@
 
 mod flood;
 mod intake;
+mod keys;
 mod pipeline;
 mod stack;
 mod status;
