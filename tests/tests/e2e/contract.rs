@@ -1,0 +1,114 @@
+//! Every record ingest produces matches `schemas/record-v1.schema.json`, and
+//! so does the documented example.
+
+use std::time::Duration;
+
+use cyclops_common::config::ProjectKey;
+use cyclops_common::record::{RecordHeaders, topic_name};
+use cyclops_tests::kafka::read_records;
+use cyclops_tests::{event_id, gzip, sentry_auth, spawn_ingest, test_config};
+use serde_json::{Map, Value};
+
+const KEY: &str = "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0";
+const PROJECT: u64 = 31;
+
+fn schema() -> jsonschema::Validator {
+    let text = include_str!("../../../schemas/record-v1.schema.json");
+    let schema: Value = serde_json::from_str(text).expect("schema is JSON");
+    jsonschema::validator_for(&schema).expect("a valid JSON Schema")
+}
+
+/// The headers of a record as the schema sees them: name → UTF-8 value.
+fn as_object(headers: &RecordHeaders) -> Value {
+    use rdkafka::message::Headers;
+    let kafka = headers.to_kafka();
+    let mut map = Map::new();
+    for header in kafka.iter() {
+        let value = String::from_utf8(header.value.unwrap_or_default().to_vec()).expect("UTF-8 header");
+        map.insert(header.key.to_owned(), Value::String(value));
+    }
+    Value::Object(map)
+}
+
+fn assert_valid(validator: &jsonschema::Validator, headers: &Value) {
+    let errors: Vec<String> = validator.iter_errors(headers).map(|e| format!("{}: {e}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{headers}\n{errors:#?}");
+}
+
+#[test]
+fn the_example_record_follows_the_contract() {
+    let example: Value = serde_json::from_str(include_str!("../../../schemas/example-record.json")).expect("JSON");
+    assert_valid(&schema(), &example["headers"]);
+    assert_eq!(example["key"], example["headers"]["cyclops-event-id"]);
+    let value = example["value"].as_str().expect("value");
+    let header: Value = serde_json::from_str(value.lines().next().expect("line")).expect("envelope header");
+    assert_eq!(header["event_id"], example["key"]);
+}
+
+#[test]
+fn the_schema_rejects_what_the_contract_forbids() {
+    let validator = schema();
+    let good = serde_json::json!({
+        "cyclops-contract": "1", "cyclops-method": "POST", "cyclops-path": "/api/1/store/",
+        "cyclops-event-id": "0123456789abcdef0123456789abcdef", "cyclops-project-id": "1",
+        "cyclops-received-at-ms": "1"
+    });
+    assert!(validator.is_valid(&good));
+    for (key, bad) in [
+        ("cyclops-contract", "2"),
+        ("cyclops-path", "/admin/"),
+        ("cyclops-event-id", "0123456789ABCDEF0123456789ABCDEF"),
+        ("cyclops-content-encoding", "x-gzip"),
+        ("cyclops-unknown", "x"),
+    ] {
+        let mut record = good.clone();
+        record[key] = Value::String(bad.into());
+        assert!(!validator.is_valid(&record), "{key} = {bad} must be refused");
+    }
+}
+
+#[tokio::test]
+async fn every_record_ingest_produces_follows_the_contract() {
+    let mut config = test_config();
+    config.projects = vec![ProjectKey { id: PROJECT, public_key: KEY.into(), secret_key: None }];
+    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let ingest = spawn_ingest(config).await.expect("ingest");
+    let client = reqwest::Client::new();
+    let auth = sentry_auth(KEY);
+    let id = event_id();
+    let bodies: Vec<(String, Vec<(&str, String)>, Vec<u8>)> = vec![
+        (format!("/api/{PROJECT}/store/"), vec![("x-sentry-auth", auth.clone())], br#"{"message":"no id"}"#.to_vec()),
+        (
+            format!("/api/{PROJECT}/envelope/?sentry_key={KEY}&sentry_version=7"),
+            vec![("content-encoding", "gzip".into()), ("user-agent", "sentry.javascript.browser/8.0.0".into())],
+            gzip(format!("{{\"event_id\":\"{id}\"}}\n{{\"type\":\"event\"}}\n{{}}\n").as_bytes()),
+        ),
+        (
+            "/api/store/".into(),
+            vec![("authorization", auth.clone()), ("content-type", "application/json".into())],
+            br#"{"message":"legacy path"}"#.to_vec(),
+        ),
+    ];
+    let n = bodies.len();
+    for (path, headers, body) in bodies {
+        let mut request = client.post(format!("http://{}{path}", ingest.addr)).body(body);
+        for (k, v) in headers {
+            request = request.header(k, v);
+        }
+        assert_eq!(request.send().await.expect("request").status(), 200, "{path}");
+    }
+    let beacon = format!(
+        "http://{}/api/{PROJECT}/store/?sentry_key={KEY}&sentry_version=7&sentry_data=%7B%22message%22%3A%22b%22%7D",
+        ingest.addr
+    );
+    assert_eq!(client.get(beacon).send().await.expect("beacon").status(), 200);
+
+    let stored = read_records(&topic, n + 1, Duration::from_secs(30)).await;
+    assert_eq!(stored.len(), n + 1);
+    let validator = schema();
+    for record in &stored {
+        assert_valid(&validator, &as_object(&record.headers));
+        assert_eq!(record.key, record.headers.event_id.as_bytes(), "the key is the event id");
+    }
+    ingest.stop().await.expect("stops");
+}
