@@ -12,6 +12,9 @@ use serde_json::{Map, Value};
 const KEY: &str = "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0";
 const PROJECT: u64 = 31;
 
+/// A path, its headers and its body.
+type Submission<'a> = (String, Vec<(&'a str, String)>, Vec<u8>);
+
 fn schema() -> jsonschema::Validator {
     let text = include_str!("../../../schemas/record-v1.schema.json");
     let schema: Value = serde_json::from_str(text).expect("schema is JSON");
@@ -76,7 +79,7 @@ async fn every_record_ingest_produces_follows_the_contract() {
     let client = reqwest::Client::new();
     let auth = sentry_auth(KEY);
     let id = event_id();
-    let bodies: Vec<(String, Vec<(&str, String)>, Vec<u8>)> = vec![
+    let bodies: Vec<Submission> = vec![
         (format!("/api/{PROJECT}/store/"), vec![("x-sentry-auth", auth.clone())], br#"{"message":"no id"}"#.to_vec()),
         (
             format!("/api/{PROJECT}/envelope/?sentry_key={KEY}&sentry_version=7"),
