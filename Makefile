@@ -10,6 +10,7 @@ run: stack-up
 	@bash stack/run.sh
 
 test: stack-up
+	@bash stack/sdks.sh
 	$(CARGO) test --workspace --all-targets
 
 stack-up:

@@ -6,5 +6,6 @@ mod flood;
 mod intake;
 mod keys;
 mod pipeline;
+mod sdks;
 mod stack;
 mod status;
