@@ -9,6 +9,7 @@
 
 pub mod fake_sentry;
 pub mod kafka;
+pub mod own_kafka;
 pub mod redis_server;
 
 use std::future::Future;

@@ -2,6 +2,7 @@
 //! (`make test` starts it). Helpers live in `cyclops_tests`.
 
 mod contract;
+mod durability;
 mod flood;
 mod intake;
 mod keys;

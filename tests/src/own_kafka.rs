@@ -1,0 +1,101 @@
+//! A Kafka broker of a test's own (single-node KRaft, from the jars the stack
+//! fetched), for tests that stop Kafka mid-run: the stack's broker must stay
+//! up for the others.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tokio::process::{Child, Command};
+
+use crate::wait_for;
+
+/// A running broker; killed (SIGKILL) on drop, its data in a temp dir.
+#[derive(Debug)]
+pub struct OwnKafka {
+    pub brokers: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+/// The Kafka jars `stack/stack.sh` fetched.
+fn kafka_libs() -> anyhow::Result<PathBuf> {
+    let stack = std::env::var("CYCLOPS_STACK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack"));
+    let kafka = stack.join("kafka");
+    std::fs::read_dir(&kafka)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.join(".complete").exists())
+        .ok_or_else(|| anyhow::anyhow!("no Kafka jars under {}: run `make stack-up`", kafka.display()))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn java(libs: &Path) -> Command {
+    let mut command = Command::new("java");
+    command.arg("-Xms128m").arg("-Xmx384m").arg("-cp").arg(format!("{}/*", libs.display()));
+    command
+}
+
+impl OwnKafka {
+    pub async fn start() -> anyhow::Result<Self> {
+        let libs = kafka_libs()?;
+        let dir = tempfile::tempdir()?;
+        let (port, controller) = (free_port()?, free_port()?);
+        let props = dir.path().join("server.properties");
+        std::fs::write(
+            &props,
+            format!(
+                "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:{controller}\n\
+                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}\ncontroller.listener.names=CONTROLLER\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+                 log.dirs={}\nauto.create.topics.enable=false\noffsets.topic.replication.factor=1\n\
+                 offsets.topic.num.partitions=1\ntransaction.state.log.replication.factor=1\n\
+                 transaction.state.log.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let cluster_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+        let format = java(&libs)
+            .args(["kafka.tools.StorageTool", "format", "-t", &cluster_id, "-c"])
+            .arg(&props)
+            .output()
+            .await?;
+        anyhow::ensure!(format.status.success(), "format failed: {}", String::from_utf8_lossy(&format.stderr));
+        let child = java(&libs)
+            .arg("kafka.Kafka")
+            .arg(&props)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let brokers = format!("127.0.0.1:{port}");
+        let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+        let probe = std::sync::Arc::new(probe);
+        wait_for(Duration::from_secs(60), "own kafka to answer a metadata request", || {
+            let probe = probe.clone();
+            async move {
+                tokio::task::spawn_blocking(move || probe.fetch_metadata(None, Duration::from_secs(1)).ok().map(|_| ()))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        })
+        .await?;
+        Ok(Self { brokers, child, _dir: dir })
+    }
+
+    /// Kills the broker at once (SIGKILL), as a crash would.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}

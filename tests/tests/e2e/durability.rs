@@ -1,0 +1,111 @@
+//! A 200 means Kafka has the event: with Kafka gone, SDKs get 503 with
+//! `Retry-After`, never a 200; `ingest.ack = "enqueue"` is the documented
+//! opt-out.
+
+use std::time::Duration;
+
+use cyclops_common::config::{AckMode, Config, ProjectKey};
+use cyclops_common::record::topic_name;
+use cyclops_tests::kafka::read_records;
+use cyclops_tests::own_kafka::OwnKafka;
+use cyclops_tests::{TestService, event_id, sentry_auth, spawn_ingest, test_config};
+use serde_json::Value;
+
+const KEY: &str = "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0";
+const PROJECT: u64 = 404;
+
+fn config() -> Config {
+    let mut config = test_config();
+    config.projects = vec![ProjectKey { id: PROJECT, public_key: KEY.into(), secret_key: None }];
+    config.kafka.topic_partitions = 1;
+    config
+}
+
+async fn submit(ingest: &TestService) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(ingest.url(&format!("/api/{PROJECT}/store/")))
+        .header("x-sentry-auth", sentry_auth(KEY))
+        .body(format!(r#"{{"event_id":"{}","message":"durable?"}}"#, event_id()))
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn with_kafka_killed_mid_run_sdks_get_503_never_200() {
+    let mut kafka = OwnKafka::start().await.expect("own kafka");
+    let mut config = config();
+    config.kafka.brokers = kafka.brokers.clone();
+    config.ingest.produce_timeout_ms = 1500;
+    let ingest = spawn_ingest(config).await.expect("ingest");
+    assert_eq!(submit(&ingest).await.status(), 200, "stored while Kafka runs");
+
+    kafka.kill().await.expect("kafka killed");
+    for _ in 0..3 {
+        let response = submit(&ingest).await;
+        assert_eq!(response.status(), 503, "never a 200 for an event that is not stored");
+        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert!(retry_after.is_some_and(|s| s.parse::<u32>().is_ok()), "Retry-After in seconds");
+    }
+    let count: Value = reqwest::get(ingest.url("/count")).await.expect("count").json().await.expect("json");
+    assert_eq!(count["processed"], 1);
+    assert_eq!(count["rejected_by_reason"]["kafka_unavailable"], 3);
+    assert_eq!(count["count"], 0, "nothing left in flight");
+    ingest.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn enqueue_mode_answers_once_queued_and_still_stores() {
+    let mut config = config();
+    config.ingest.ack = AckMode::Enqueue;
+    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let ingest = spawn_ingest(config).await.expect("ingest");
+    for _ in 0..5 {
+        assert_eq!(submit(&ingest).await.status(), 200);
+    }
+    assert_eq!(read_records(&topic, 5, Duration::from_secs(30)).await.len(), 5, "queued events reach Kafka");
+    ingest.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn count_and_metrics_account_for_every_outcome() {
+    let mut config = config();
+    config.ingest.flood.max_uses = 2;
+    config.ingest.flood.window_secs = 60;
+    let ingest = spawn_ingest(config).await.expect("ingest");
+    let client = reqwest::Client::new();
+    let same = r#"{"message":"same error","culprit":"here"}"#;
+    for _ in 0..5 {
+        let response = client
+            .post(ingest.url(&format!("/api/{PROJECT}/store/")))
+            .header("x-sentry-auth", sentry_auth(KEY))
+            .body(same)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200);
+    }
+    let refused = client.post(ingest.url(&format!("/api/{PROJECT}/store/"))).body(same).send().await.expect("request");
+    assert_eq!(refused.status(), 401);
+
+    let count: Value = reqwest::get(ingest.url("/count")).await.expect("count").json().await.expect("json");
+    assert_eq!((count["processed"].as_u64(), count["ignored"].as_u64()), (Some(2), Some(3)), "{count}");
+    assert_eq!(count["ignored_by_reason"]["flood"], 3);
+    assert_eq!(count["rejected_by_reason"]["missing_auth"], 1);
+    assert_eq!(count["projects"][PROJECT.to_string()]["processed"], 2);
+    assert!(count["average"].as_f64().expect("average ms") > 0.0, "Kafka acknowledgement time measured");
+    assert!(count["percentile"].as_f64().expect("p90 ms") >= count["average"].as_f64().unwrap_or(0.0) * 0.5);
+
+    let metrics = reqwest::get(ingest.url("/metrics")).await.expect("metrics").text().await.expect("text");
+    for needle in [
+        "cyclops_ingest_requests_total{endpoint=\"store\",status=\"200\"}",
+        "cyclops_ingest_requests_total{endpoint=\"store\",status=\"401\"}",
+        "cyclops_ingest_ignored_total{reason=\"flood\"}",
+        "cyclops_ingest_rejected_total{reason=\"missing_auth\"}",
+        "cyclops_ingest_produce_seconds",
+        "cyclops_ingest_accepted_total",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from /metrics");
+    }
+    ingest.stop().await.expect("stops");
+}
