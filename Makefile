@@ -1,7 +1,7 @@
 # The two commands a newcomer needs:
 #   make run    set up what is missing, start the stack, run both services (Ctrl-C stops them)
 #   make test   set up what is missing, start the stack, run the whole test suite
-.PHONY: run test stack-up stack-down stack-status lint fmt build
+.PHONY: run test bench stack-up stack-down stack-status lint fmt build
 
 CARGO ?= cargo
 
@@ -12,6 +12,10 @@ run: stack-up
 test: stack-up
 	@bash stack/sdks.sh
 	$(CARGO) test --workspace --all-targets
+
+# Load benchmark of ingest (prints a table; not part of `make test`).
+bench: stack-up
+	$(CARGO) bench -p cyclops-ingest --bench load
 
 stack-up:
 	@bash stack/stack.sh up

@@ -9,7 +9,8 @@
 //!    plus each frame's file (or module), function and line.
 //! 2. **exception type/value** — exceptions without frames: types and values.
 //! 3. **stacktrace** — a top-level `stacktrace` (or `sentry.interfaces.Stacktrace`)
-//!    with frames.
+//!    with frames; else the stack traces of `threads` (Java, Cocoa and native
+//!    SDKs report crashes there), the crashed thread's first.
 //! 4. **message** — `logentry`/`sentry.interfaces.Message` (the template
 //!    before parameters, so that `"user %s failed"` groups across users) or a
 //!    plain `message`, together with `culprit` (or `transaction`).
@@ -104,6 +105,18 @@ fn hash_frames(h: &mut Hasher, frames: &[Value]) {
     }
 }
 
+/// The frames of `threads`, the crashed thread first, threads without frames left out.
+fn thread_frames(event: &Value) -> Vec<&[Value]> {
+    let list = match event.get("threads") {
+        Some(Value::Object(t)) => t.get("values").and_then(Value::as_array),
+        Some(Value::Array(items)) => Some(items),
+        _ => None,
+    };
+    let mut threads: Vec<&Value> = list.map(|l| l.iter().collect()).unwrap_or_default();
+    threads.sort_by_key(|t| t.get("crashed").and_then(Value::as_bool) != Some(true));
+    threads.into_iter().map(|t| frames(t.get("stacktrace"))).filter(|f| !f.is_empty()).collect()
+}
+
 /// The message template an event carries, modern or legacy.
 fn message(event: &Value) -> Option<&str> {
     for key in ["logentry", "sentry.interfaces.Message"] {
@@ -150,6 +163,14 @@ pub fn of_event(event: &Value) -> String {
         hash_frames(&mut h, top);
         return h.finish(Rule::Stacktrace);
     }
+    let threads = thread_frames(event);
+    if !threads.is_empty() {
+        let mut h = Hasher::new(Rule::Stacktrace);
+        for frames in threads {
+            hash_frames(&mut h, frames);
+        }
+        return h.finish(Rule::Stacktrace);
+    }
     let mut h = Hasher::new(Rule::Message);
     h.field(message(event).unwrap_or_default());
     h.field(
@@ -165,9 +186,13 @@ pub fn of_event(event: &Value) -> String {
 const VOLATILE_PARAMS: [&str; 5] =
     ["sentry_key", "sentry_secret", "sentry_version", "sentry_client", "sentry_timestamp"];
 
-/// The fingerprint of a GET beacon: the event in `sentry_data` when it is
-/// one, else the path and the sorted non-volatile query parameters.
-pub fn of_beacon(path: &str, query: &str) -> String {
+/// The fingerprint of a GET beacon: its event (`sentry_data`, already
+/// decoded from JSON or the legacy base64 form) when there is one, else the
+/// path and the sorted non-volatile query parameters.
+pub fn of_beacon(path: &str, query: &str, event: Option<&Value>) -> String {
+    if let Some(event @ Value::Object(_)) = event {
+        return of_event(event);
+    }
     let mut params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .filter(|(k, _)| !VOLATILE_PARAMS.contains(&k.as_ref()))
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -275,6 +300,19 @@ mod tests {
     }
 
     #[test]
+    fn thread_stacktraces_crashed_first() {
+        same_and_different(
+            |f| {
+                json!({"threads": {"values": [
+                    {"id": 1, "stacktrace": {"frames": [frame("Other.java", "idle", 1)]}},
+                    {"id": 2, "crashed": true, "stacktrace": {"frames": [frame("Main.java", f, 9)]}}
+                ]}})
+            },
+            Rule::Stacktrace,
+        );
+    }
+
+    #[test]
     fn message_and_culprit() {
         same_and_different(|m| json!({"message": m, "culprit": "views.home"}), Rule::Message);
         same_and_different(|c| json!({"message": "same", "culprit": c}), Rule::Message);
@@ -300,15 +338,17 @@ mod tests {
                 .append_pair("sentry_data", &event)
                 .finish()
         };
-        let a = of_beacon("/api/1/store/", &data("boom"));
+        let a = of_beacon("/api/1/store/", &data("boom"), None);
         assert!(a.starts_with("message:"), "{a}");
-        assert_eq!(a, of_beacon("/api/1/store/", &data("boom")));
-        assert_ne!(a, of_beacon("/api/1/store/", &data("bang")));
+        assert_eq!(a, of_beacon("/api/1/store/", &data("boom"), None));
+        assert_ne!(a, of_beacon("/api/1/store/", &data("bang"), None));
+        let decoded = json!({"message": "boom", "event_id": uuid_like()});
+        assert_eq!(a, of_beacon("/api/1/store/", "sentry_data=BASE64", Some(&decoded)), "a decoded event decides");
         let url = |ts: u32, page: &str| format!("sentry_key=k&sentry_timestamp={ts}&page={page}&sentry_data=not-json");
-        let u = of_beacon("/api/1/store/", &url(1, "home"));
+        let u = of_beacon("/api/1/store/", &url(1, "home"), None);
         assert!(u.starts_with("url:"));
-        assert_eq!(u, of_beacon("/api/1/store/", &url(2, "home")), "timestamps are volatile");
-        assert_ne!(u, of_beacon("/api/1/store/", &url(1, "cart")));
+        assert_eq!(u, of_beacon("/api/1/store/", &url(2, "home"), None), "timestamps are volatile");
+        assert_ne!(u, of_beacon("/api/1/store/", &url(1, "cart"), None));
     }
 
     #[test]

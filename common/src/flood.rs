@@ -8,11 +8,18 @@
 //! with the first event and every instance counts in the same key. Cyclops's
 //! get-then-set could let several instances pass the same slot.
 //!
-//! When Redis fails or is slow (`redis.timeout_ms`), the event is counted in
-//! process instead and accepted or dropped by that count: an infrastructure
-//! fault never drops an event by itself. Redis is tried again after
-//! [`REDIS_RETRY`]; while it is skipped, [`FloodFilter::fallback_active`] is
-//! true and the `cyclops_flood_fallback_active` gauge is 1.
+//! Once Redis says a window is used up, the instance remembers until when
+//! and drops that fingerprint's further events without asking Redis again:
+//! the farm-wide count of a window only grows, so the answer cannot change
+//! before it expires. A flood then costs no Redis round trip per event.
+//!
+//! The connection is made in the background, never on the request path.
+//! When Redis fails or is slow (`redis.timeout_ms`), or is not connected yet,
+//! the event is counted in process instead and accepted or dropped by that
+//! count: an infrastructure fault never drops an event by itself. Redis is
+//! tried again after [`REDIS_RETRY`]; while it is skipped,
+//! [`FloodFilter::fallback_active`] is true and the
+//! `cyclops_flood_fallback_active` gauge is 1.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,17 +31,31 @@ use tokio::time::Instant;
 
 /// How long Redis is left alone after it failed.
 pub const REDIS_RETRY: Duration = Duration::from_secs(1);
-/// Most keys the in-process counter holds; past it, expired windows are
-/// purged, and if that is not enough, every key is forgotten (counting
-/// restarts, which errs towards accepting).
+/// Most keys the in-process counter (and the used-up windows cache) holds;
+/// past it, expired windows are purged, and if that is not enough a new key
+/// is not tracked (its events pass) while the keys already counted — the
+/// floods — stay limited.
 pub const MAX_LOCAL_KEYS: usize = 100_000;
 
-const SCRIPT: &str = r"
+/// Counts one event; returns its number in the window and the window's
+/// remaining milliseconds. A key without expiry (lost after a failover)
+/// gets one again, so no key can drop events forever.
+const COUNT: &str = r"
 local n = redis.call('INCR', KEYS[1])
-if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then
+local ttl = redis.call('PTTL', KEYS[1])
+if n == 1 or ttl < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
 end
-return n
+return {n, ttl}
+";
+
+/// Gives back one count, for an event that was counted but not stored.
+const REFUND: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('DECR', KEYS[1])
+end
+return 0
 ";
 
 /// Metric names.
@@ -75,7 +96,7 @@ impl LocalCounter {
         if windows.len() >= MAX_LOCAL_KEYS && !windows.contains_key(key) {
             windows.retain(|_, (start, _)| now.duration_since(*start) < window);
             if windows.len() >= MAX_LOCAL_KEYS {
-                windows.clear();
+                return 1;
             }
         }
         let entry = windows.entry(key.to_owned()).or_insert((now, 0));
@@ -84,6 +105,15 @@ impl LocalCounter {
         }
         entry.1 += 1;
         entry.1
+    }
+
+    /// Gives back one count of `key` (an event counted but not stored).
+    pub fn refund(&self, key: &str) {
+        if let Ok(mut windows) = self.windows.lock()
+            && let Some(entry) = windows.get_mut(key)
+        {
+            entry.1 = entry.1.saturating_sub(1);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -95,34 +125,27 @@ impl LocalCounter {
     }
 }
 
+/// The Redis side: a connection made in the background, and the windows Redis
+/// said are used up.
 struct RedisCounter {
-    client: redis::Client,
-    /// Created on first use and kept; it reconnects by itself.
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
-    script: redis::Script,
+    /// Set by the connector task; it reconnects by itself afterwards.
+    conn: std::sync::RwLock<Option<ConnectionManager>>,
+    count: redis::Script,
+    refund: redis::Script,
     timeout: Duration,
     /// While set and in the future, Redis is skipped.
     skip_until: Mutex<Option<Instant>>,
+    /// Key → (end of its used-up window, events seen since).
+    used_up: Mutex<HashMap<String, (Instant, u64)>>,
 }
 
 impl RedisCounter {
-    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-        let mut conn = self.conn.lock().await;
-        if let Some(c) = &*conn {
-            return Ok(c.clone());
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(0);
-        let c = ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        *conn = Some(c.clone());
-        Ok(c)
+    fn connection(&self) -> Option<ConnectionManager> {
+        self.conn.read().ok()?.clone()
     }
 
-    async fn incr(&self, key: &str, window: Duration) -> redis::RedisResult<u64> {
-        let mut conn = self.connection().await?;
-        self.script.key(key).arg(window.as_millis() as u64).invoke_async(&mut conn).await
+    async fn incr(&self, conn: &mut ConnectionManager, key: &str, window: Duration) -> redis::RedisResult<(u64, u64)> {
+        self.count.key(key).arg(window.as_millis() as u64).invoke_async(conn).await
     }
 
     fn skipped(&self, now: Instant) -> bool {
@@ -134,14 +157,68 @@ impl RedisCounter {
             *s = until;
         }
     }
+
+    /// The count to report when `key`'s window is known to be used up.
+    fn known_used_up(&self, key: &str, now: Instant) -> Option<u64> {
+        let mut used_up = self.used_up.lock().ok()?;
+        match used_up.get_mut(key) {
+            Some((until, count)) if now < *until => {
+                *count += 1;
+                Some(*count)
+            }
+            Some(_) => {
+                used_up.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember_used_up(&self, key: &str, until: Instant, count: u64, now: Instant) {
+        let Ok(mut used_up) = self.used_up.lock() else { return };
+        if used_up.len() >= MAX_LOCAL_KEYS {
+            used_up.retain(|_, (end, _)| now < *end);
+            if used_up.len() >= MAX_LOCAL_KEYS {
+                return;
+            }
+        }
+        used_up.insert(key.to_owned(), (until, count));
+    }
 }
+
+/// Connects to Redis in the background until it succeeds, then stops: the
+/// connection manager reconnects by itself. Ends when the filter is dropped.
+async fn connect_in_background(client: redis::Client, counter: std::sync::Weak<RedisCounter>) {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(CONNECT_TIMEOUT));
+    loop {
+        let attempt = ConnectionManager::new_with_config(client.clone(), config.clone()).await;
+        let Some(counter) = counter.upgrade() else { return };
+        match attempt {
+            Ok(conn) => {
+                if let Ok(mut slot) = counter.conn.write() {
+                    *slot = Some(conn);
+                }
+                tracing::info!("flood filter connected to redis");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot connect to redis yet; counting in process meanwhile"),
+        }
+        drop(counter);
+        tokio::time::sleep(REDIS_RETRY).await;
+    }
+}
+
+/// Longest a background connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The flood filter of one ingest instance.
 pub struct FloodFilter {
     max_uses: u64,
     window: Duration,
     prefix: String,
-    redis: Option<RedisCounter>,
+    redis: Option<std::sync::Arc<RedisCounter>>,
     local: LocalCounter,
     fallback: AtomicBool,
 }
@@ -158,7 +235,8 @@ impl std::fmt::Debug for FloodFilter {
 
 impl FloodFilter {
     /// A filter passing `max_uses` per `window` (a zero window disables it),
-    /// shared through Redis at `redis_url` when given.
+    /// shared through Redis at `redis_url` when given. Must be called within
+    /// a tokio runtime when `redis_url` is given (it connects in the background).
     pub fn new(
         max_uses: u64,
         window: Duration,
@@ -166,17 +244,22 @@ impl FloodFilter {
         prefix: &str,
         timeout: Duration,
     ) -> Result<Self, redis::RedisError> {
-        let redis = redis_url
-            .map(|url| -> Result<RedisCounter, redis::RedisError> {
-                Ok(RedisCounter {
-                    client: redis::Client::open(url)?,
-                    conn: tokio::sync::Mutex::new(None),
-                    script: redis::Script::new(SCRIPT),
+        let redis = match redis_url {
+            Some(url) => {
+                let client = redis::Client::open(url)?;
+                let counter = std::sync::Arc::new(RedisCounter {
+                    conn: std::sync::RwLock::new(None),
+                    count: redis::Script::new(COUNT),
+                    refund: redis::Script::new(REFUND),
                     timeout,
                     skip_until: Mutex::new(None),
-                })
-            })
-            .transpose()?;
+                    used_up: Mutex::new(HashMap::new()),
+                });
+                tokio::spawn(connect_in_background(client, std::sync::Arc::downgrade(&counter)));
+                Some(counter)
+            }
+            None => None,
+        };
         metrics::gauge!(names::FALLBACK_ACTIVE).set(0.0);
         Ok(Self {
             max_uses,
@@ -193,9 +276,18 @@ impl FloodFilter {
         !self.window.is_zero()
     }
 
+    /// `None` without Redis; else whether the background connection is made.
+    pub fn redis_connected(&self) -> Option<bool> {
+        self.redis.as_ref().map(|r| r.connection().is_some())
+    }
+
     /// True while Redis is configured but failing, so counts are per instance.
     pub fn fallback_active(&self) -> bool {
         self.fallback.load(Ordering::Relaxed)
+    }
+
+    fn key(&self, project: u64, fingerprint: &str) -> String {
+        format!("{}{project}:{fingerprint}", self.prefix)
     }
 
     /// Counts one event of `fingerprint` in `project` and says whether it passes.
@@ -203,7 +295,7 @@ impl FloodFilter {
         if !self.enabled() {
             return Verdict::Pass { count: 0 };
         }
-        let key = format!("{}{project}:{fingerprint}", self.prefix);
+        let key = self.key(project, fingerprint);
         let count = match &self.redis {
             Some(redis) => match self.count_in_redis(redis, &key).await {
                 Some(count) => count,
@@ -214,20 +306,48 @@ impl FloodFilter {
         if count <= self.max_uses { Verdict::Pass { count } } else { Verdict::Drop { count } }
     }
 
-    /// `None` when Redis is skipped or just failed.
+    /// Gives back the count of an event that passed but was not stored
+    /// (Kafka refused it), so that the SDK's retry is not dropped for it.
+    /// Best effort: a Redis failure here is only logged.
+    pub async fn refund(&self, project: u64, fingerprint: &str) {
+        if !self.enabled() {
+            return;
+        }
+        let key = self.key(project, fingerprint);
+        self.local.refund(&key);
+        let Some(redis) = &self.redis else { return };
+        let Some(mut conn) = redis.connection() else { return };
+        let invocation = redis.refund.key(&key);
+        let refund = invocation.invoke_async::<i64>(&mut conn);
+        if let Ok(Err(e)) = tokio::time::timeout(redis.timeout, refund).await {
+            tracing::debug!(error = %e, "flood refund failed");
+        }
+    }
+
+    /// `None` when Redis is skipped, not connected, or just failed.
     async fn count_in_redis(&self, redis: &RedisCounter, key: &str) -> Option<u64> {
         let now = Instant::now();
+        if let Some(count) = redis.known_used_up(key, now) {
+            return Some(count);
+        }
         if redis.skipped(now) {
             return None;
         }
-        let outcome = tokio::time::timeout(redis.timeout, redis.incr(key, self.window)).await;
+        let Some(mut conn) = redis.connection() else {
+            self.redis_failed(redis, now, "not connected yet");
+            return None;
+        };
+        let outcome = tokio::time::timeout(redis.timeout, redis.incr(&mut conn, key, self.window)).await;
         match outcome {
-            Ok(Ok(count)) => {
+            Ok(Ok((count, ttl_ms))) => {
                 if self.fallback.swap(false, Ordering::Relaxed) {
                     tracing::warn!("redis answers again: flood counts are farm-wide again");
                     metrics::gauge!(names::FALLBACK_ACTIVE).set(0.0);
                 }
                 redis.skip(None);
+                if count > self.max_uses {
+                    redis.remember_used_up(key, now + Duration::from_millis(ttl_ms), count, now);
+                }
                 Some(count)
             }
             Ok(Err(e)) => self.redis_failed(redis, now, &e.to_string()),

@@ -36,6 +36,8 @@ impl Forwarder {
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, ForwarderError> {
         let addr = SocketAddr::new(config.forwarder.bind, config.forwarder.port);
         let listener = TcpListener::bind(addr).await.map_err(|source| ForwarderError::Bind { addr, source })?;
+        // The recorder first: metrics recorded before it exists are lost.
+        cyclops_common::telemetry::prometheus().map_err(cyclops_common::status::StatusError::from)?;
         let status =
             StatusState::new("forwarder", config.forwarder.healthcheck_text.clone(), &config, shutdown.clone())?;
         cyclops_common::telemetry::record_build_info("forwarder");

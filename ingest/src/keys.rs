@@ -19,6 +19,9 @@ pub struct KeyStore {
     configured: KeyMap,
     loaded: RwLock<Arc<KeyMap>>,
     restrict: bool,
+    /// The last reload's failure, `None` after a success.
+    last_error: RwLock<Option<String>>,
+    loaded_once: std::sync::atomic::AtomicBool,
 }
 
 impl KeyStore {
@@ -28,6 +31,8 @@ impl KeyStore {
             configured: projects.iter().map(|p| (p.public_key.clone(), p.clone())).collect(),
             loaded: RwLock::new(Arc::new(HashMap::new())),
             restrict,
+            last_error: RwLock::new(None),
+            loaded_once: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -37,6 +42,27 @@ impl KeyStore {
         if let Ok(mut loaded) = self.loaded.write() {
             *loaded = Arc::new(map);
         }
+        self.loaded_once.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut e) = self.last_error.write() {
+            *e = None;
+        }
+    }
+
+    /// Records a failed reload (the loaded keys stay).
+    pub fn reload_failed(&self, error: String) {
+        if let Ok(mut e) = self.last_error.write() {
+            *e = Some(error);
+        }
+    }
+
+    /// Whether keys were ever loaded from the database.
+    pub fn loaded_once(&self) -> bool {
+        self.loaded_once.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The last reload's failure, if the last reload failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.read().ok()?.clone()
     }
 
     /// How many keys are loaded from the database.

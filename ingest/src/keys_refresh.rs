@@ -48,6 +48,10 @@ pub async fn load(url: &str) -> Result<Vec<ProjectKey>, LoadError> {
     tokio::time::timeout(LOAD_TIMEOUT, work).await.unwrap_or(Err(LoadError::Timeout(LOAD_TIMEOUT)))
 }
 
+/// Until the first load succeeds, retries come at least this often: until
+/// then the database's keys are refused.
+const FIRST_LOAD_RETRY: Duration = Duration::from_secs(5);
+
 /// Loads once now, then every `period` until `shutdown`.
 pub async fn run(url: String, keys: Arc<KeyStore>, period: Duration, shutdown: CancellationToken) {
     loop {
@@ -60,11 +64,13 @@ pub async fn run(url: String, keys: Arc<KeyStore>, period: Duration, shutdown: C
             Err(e) => {
                 metrics::counter!(crate::metrics::KEY_REFRESH_FAILURES).increment(1);
                 tracing::error!(error = %e, kept = keys.loaded_len(), "cannot load project keys; keeping the last good ones");
+                keys.reload_failed(e.to_string());
             }
         }
+        let pause = if keys.loaded_once() { period } else { period.min(FIRST_LOAD_RETRY) };
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(period) => {}
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }

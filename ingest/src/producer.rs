@@ -21,8 +21,9 @@ use crate::stats::Stats;
 
 /// Room for a record's headers and framing beyond its body.
 const RECORD_OVERHEAD_BYTES: usize = 1 << 20;
-/// Bound on the producer's queue; a full queue makes ingest answer 503.
-const QUEUE_MAX_KBYTES: usize = 64 * 1024;
+/// Least bound on the producer's queue; it is raised to hold two of the
+/// largest records. A full queue makes ingest answer 503.
+const QUEUE_MIN_KBYTES: usize = 64 * 1024;
 
 /// Why an event could not be stored.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +68,7 @@ impl EventProducer {
             // Past this, the delivery fails and the SDK gets a 503.
             .set("message.timeout.ms", config.ingest.produce_timeout_ms.to_string())
             .set("message.max.bytes", max_message_bytes.to_string())
-            .set("queue.buffering.max.kbytes", QUEUE_MAX_KBYTES.to_string())
+            .set("queue.buffering.max.kbytes", QUEUE_MIN_KBYTES.max(2 * max_message_bytes / 1024).to_string())
             .set("linger.ms", "5")
             .create()?;
         let admin = ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create()?;

@@ -15,7 +15,7 @@ use cyclops_common::status::{self, CheckResult, StatusState};
 use tokio::net::TcpListener;
 
 use crate::IngestError;
-use crate::intake::{self, Intake, IntakeConfig};
+use crate::intake::{self, Intake};
 use crate::keys::KeyStore;
 use crate::producer::EventProducer;
 use crate::stats::Stats;
@@ -41,6 +41,8 @@ impl Ingest {
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, IngestError> {
         let addr = SocketAddr::new(config.ingest.bind, config.ingest.port);
         let listener = TcpListener::bind(addr).await.map_err(|source| IngestError::Bind { addr, source })?;
+        // The recorder first: metrics recorded before it exists are lost.
+        cyclops_common::telemetry::prometheus().map_err(cyclops_common::status::StatusError::from)?;
         cyclops_common::telemetry::record_build_info("ingest");
         crate::metrics::describe();
 
@@ -55,8 +57,7 @@ impl Ingest {
         )
         .map_err(IngestError::Redis)?;
         let producer = EventProducer::new(&config, stats.clone())?;
-        let intake =
-            Arc::new(Intake { keys: keys.clone(), producer, flood, stats, config: IntakeConfig::new(&config) });
+        let intake = Arc::new(Intake::new(keys.clone(), producer, flood, stats, &config));
 
         if let Some(url) = config.ingest.sentry_database_url.clone() {
             let period = Duration::from_secs(config.ingest.update_period_secs);
@@ -64,8 +65,12 @@ impl Ingest {
         }
 
         let flood_state = intake.clone();
-        let status = StatusState::new("ingest", config.ingest.healthcheck_text.clone(), &config, shutdown.clone())?
+        let mut status = StatusState::new("ingest", config.ingest.healthcheck_text.clone(), &config, shutdown.clone())?
             .with_extra_check(Box::new(move || flood_check(&flood_state)));
+        if config.ingest.sentry_database_url.is_some() {
+            let keys = intake.keys.clone();
+            status = status.with_extra_check(Box::new(move || keys_check(&keys)));
+        }
         let router = status::router(Arc::new(status))
             .merge(intake::router(intake.clone()))
             .merge(Router::new().route("/count", get(count)).with_state(intake.clone()));
@@ -110,19 +115,31 @@ impl Ingest {
 
 /// `/ready`'s view of the flood filter: degraded while it counts in process.
 fn flood_check(intake: &Intake) -> CheckResult {
-    let fallback = intake.flood.fallback_active();
-    CheckResult {
-        name: "flood_filter",
-        ok: !fallback,
-        critical: false,
-        detail: if fallback {
-            "redis failing: counting in process (per instance) until it answers".into()
-        } else if intake.flood.enabled() {
-            "counting".into()
-        } else {
-            "disabled (window_secs = 0)".into()
-        },
-    }
+    let flood = &intake.flood;
+    let (ok, detail) = if !flood.enabled() {
+        (true, "disabled (window_secs = 0)")
+    } else if flood.redis_connected() == Some(false) {
+        (false, "connecting to redis: counting in process (per instance) meanwhile")
+    } else if flood.fallback_active() {
+        (false, "redis failing: counting in process (per instance) until it answers")
+    } else if flood.redis_connected() == Some(true) {
+        (true, "counting farm-wide in redis")
+    } else {
+        (true, "counting in process (no redis.url)")
+    };
+    CheckResult { name: "flood_filter", ok, critical: false, detail: detail.into() }
+}
+
+/// `/ready`'s view of the keys from Sentry's database: degraded until the
+/// first load and while reloads fail (the last good keys still serve).
+fn keys_check(keys: &KeyStore) -> CheckResult {
+    let (ok, detail) = match (keys.loaded_once(), keys.last_error()) {
+        (false, None) => (false, "not loaded yet".to_owned()),
+        (false, Some(e)) => (false, format!("never loaded: {e}")),
+        (true, Some(e)) => (false, format!("reload failed, serving the last {} keys: {e}", keys.loaded_len())),
+        (true, None) => (true, format!("{} keys loaded", keys.loaded_len())),
+    };
+    CheckResult { name: "sentry_keys", ok, critical: false, detail }
 }
 
 async fn count(State(intake): State<Arc<Intake>>) -> axum::Json<serde_json::Value> {

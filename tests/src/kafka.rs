@@ -15,10 +15,13 @@ pub struct Stored {
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
     pub headers: RecordHeaders,
+    /// The headers exactly as written: name, value (lossy UTF-8), in order.
+    pub raw_headers: Vec<(String, String)>,
 }
 
 /// Reads records from `topic` (from its start) until `n` arrived or
-/// `deadline` passed; returns what it got.
+/// `deadline` passed; returns what it got. A record whose headers break the
+/// contract is returned too, with `headers` defaulted, so that a test sees it.
 pub async fn read_records(topic: &str, n: usize, deadline: Duration) -> Vec<Stored> {
     let Ok(consumer) = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
@@ -36,17 +39,53 @@ pub async fn read_records(topic: &str, n: usize, deadline: Duration) -> Vec<Stor
     let end = tokio::time::Instant::now() + deadline;
     while out.len() < n {
         let Ok(Ok(message)) = tokio::time::timeout_at(end, consumer.recv()).await else { break };
-        let Ok(headers) = RecordHeaders::from_kafka(message.headers()) else { continue };
+        use rdkafka::message::Headers;
+        let raw_headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let headers = RecordHeaders::from_kafka(message.headers()).unwrap_or_else(|_| RecordHeaders {
+            method: String::new(),
+            path: String::new(),
+            query: None,
+            content_type: None,
+            content_encoding: None,
+            auth: None,
+            event_id: String::new(),
+            project_id: 0,
+            received_at_ms: 0,
+            client_ip: None,
+            user_agent: None,
+        });
         out.push(Stored {
             key: message.key().unwrap_or_default().to_vec(),
             payload: message.payload().unwrap_or_default().to_vec(),
             headers,
+            raw_headers,
         });
     }
     out
 }
 
-/// Checks that `topic` stays without a record for `quiet`.
+/// Checks that `topic` holds no record for `quiet`. A topic that does not
+/// exist holds none; any other failure to look is not "empty".
 pub async fn stays_empty(topic: &str, quiet: Duration) -> bool {
+    let Ok(consumer) = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create::<StreamConsumer>()
+    else {
+        return false;
+    };
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else { return false };
+    let missing = metadata.topics().iter().all(|t| t.error().is_some() || t.partitions().is_empty());
+    if missing {
+        return true;
+    }
     read_records(topic, 1, quiet).await.is_empty()
 }

@@ -50,6 +50,7 @@ pub fn test_config() -> Config {
     config.kafka.brokers = kafka_brokers();
     config.kafka.topic_prefix = format!("{}-", unique("test"));
     config.redis.url = Some(redis_url());
+    config.redis.key_prefix = format!("{}:", unique("flood"));
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     config.ingest.bind = loopback;
     config.ingest.port = 0;

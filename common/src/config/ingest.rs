@@ -47,6 +47,10 @@ pub struct IngestConfig {
     /// Largest envelope after decompression; also the largest body as
     /// received. Defaults to 20971520 (20 MiB).
     pub max_envelope_bytes: usize,
+    /// Memory budget of the requests being handled at once: a request waits
+    /// (holding only its connection) until its body — and, when encoded, a
+    /// decoded copy estimated at 4× — fits. Defaults to 268435456 (256 MiB).
+    pub max_in_flight_bytes: usize,
     /// When an SDK gets its 200: `acknowledged` (Kafka has the event,
     /// `acks=all`) or `enqueue` (queued in this process's producer — lower
     /// latency, but an event is lost if the process dies before Kafka has it).
@@ -73,6 +77,7 @@ impl Default for IngestConfig {
             sentry_database_url: None,
             max_event_bytes: 1 << 20,
             max_envelope_bytes: 20 << 20,
+            max_in_flight_bytes: 256 << 20,
             ack: AckMode::Acknowledged,
             flood: FloodConfig::default(),
             sampling: SamplingConfig::default(),

@@ -135,7 +135,8 @@ fn validate_ingest(ingest: &super::IngestConfig) -> Result<(), ConfigError> {
         return Err(key_error("ingest.flood.window_secs", "must be at most 86400 seconds"));
     }
     for (project, percent) in &ingest.sampling.ignore_percentage {
-        if project.parse::<u64>().map_or(true, |p| p == 0) {
+        let canonical = !project.is_empty() && project.bytes().all(|b| b.is_ascii_digit()) && !project.starts_with('0');
+        if !canonical || project.parse::<u64>().is_err() {
             return Err(key_error("ingest.sampling.ignore_percentage", format!("{project:?} is not a project id")));
         }
         if !(0.0..=100.0).contains(percent) {
@@ -151,6 +152,9 @@ fn validate_ingest(ingest: &super::IngestConfig) -> Result<(), ConfigError> {
     }
     if ingest.max_event_bytes < 1024 || ingest.max_event_bytes > ingest.max_envelope_bytes {
         return Err(key_error("ingest.max_event_bytes", "must be between 1024 bytes and ingest.max_envelope_bytes"));
+    }
+    if ingest.max_in_flight_bytes < ingest.max_envelope_bytes {
+        return Err(key_error("ingest.max_in_flight_bytes", "must be at least ingest.max_envelope_bytes"));
     }
     if ingest.update_period_secs == 0 || ingest.update_period_secs > 86_400 {
         return Err(key_error("ingest.update_period_secs", "must be between 1 and 86400 seconds"));

@@ -155,6 +155,7 @@ fn invalid_values_name_their_key() {
         ("[[projects]]\nid = 0\npublic_key = \"a\"\n", "projects[0].id"),
         ("[ingest.flood]\nmax_uses = 0\n", "ingest.flood.max_uses"),
         ("[ingest.sampling]\nignore_percentage = { \"x\" = 5.0 }\n", "ingest.sampling.ignore_percentage"),
+        ("[ingest.sampling]\nignore_percentage = { \"05\" = 5.0 }\n", "ingest.sampling.ignore_percentage"),
         ("[ingest.sampling]\nignore_percentage = { \"1\" = 101.0 }\n", "ingest.sampling.ignore_percentage"),
         ("[ingest]\nmax_event_bytes = 100\n", "ingest.max_event_bytes"),
         ("[ingest]\nmax_envelope_bytes = 1000000000\n", "ingest.max_envelope_bytes"),

@@ -67,13 +67,31 @@ pub(super) fn client_ip(trust_forwarded_for: bool, headers: &HeaderMap, peer: So
     }
 }
 
+/// A project id as Sentry writes one: decimal digits, no sign, no leading
+/// zero, no percent-encoding (the raw path segment is checked).
+pub(super) fn parse_project(segment: &str) -> Option<u64> {
+    let canonical = !segment.is_empty() && segment.len() <= 19 && segment.bytes().all(|b| b.is_ascii_digit());
+    if !canonical || segment.starts_with('0') {
+        return None;
+    }
+    segment.parse().ok()
+}
+
 async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, StoreError> {
+    if kind == Kind::Beacon && s.method != axum::http::Method::GET {
+        return Err(StoreError::MethodNotAllowed);
+    }
     let path_project = match &s.project {
-        Some(p) => Some(p.parse::<u64>().ok().filter(|p| *p > 0).ok_or(StoreError::BadProject)?),
+        Some(p) => Some(parse_project(p).ok_or(StoreError::BadProject)?),
         None => None,
     };
     let query = s.uri.query().filter(|q| !q.is_empty());
     let request_auth = auth::from_request(&s.headers, query)?;
+    // With the key in a header or the query, refuse strangers before any decoding.
+    let early_project = match &request_auth {
+        Some(auth) => Some(intake.keys.resolve(auth, path_project)?),
+        None => None,
+    };
     let body = s.body.map_err(|e| StoreError::Body { status: e.status().as_u16(), message: e.body_text() })?;
     if kind != Kind::Beacon && body.is_empty() {
         return Err(StoreError::EmptyBody);
@@ -82,18 +100,21 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
     let encoding = Encoding::from_header(raw_encoding.as_deref())?;
     let understood = payload::understand(kind, encoding, &body, s.uri.path(), query, intake.config.limits)?;
 
-    let auth = match (request_auth, understood.dsn.as_deref()) {
-        (Some(auth), Some(dsn)) => {
-            if auth::from_dsn(dsn).is_ok_and(|d| d.public_key != auth.public_key) {
+    let (auth, project_id) = match (request_auth, early_project, understood.dsn.as_deref()) {
+        (Some(auth), Some(project), dsn) => {
+            // Relay answers a header/dsn disagreement as an invalid envelope.
+            if dsn.and_then(|d| auth::from_dsn(d).ok()).is_some_and(|d| d.public_key != auth.public_key) {
                 return Err(StoreError::InvalidEnvelope("header mismatch: public key".into()));
             }
-            auth
+            (auth, project)
         }
-        (Some(auth), None) => auth,
-        (None, Some(dsn)) if kind == Kind::Envelope => auth::from_dsn(dsn)?,
-        (None, _) => return Err(StoreError::MissingAuth),
+        (None, _, Some(dsn)) if kind == Kind::Envelope => {
+            let auth = auth::from_dsn(dsn)?;
+            let project = intake.keys.resolve(&auth, path_project)?;
+            (auth, project)
+        }
+        _ => return Err(StoreError::MissingAuth),
     };
-    let project_id = intake.keys.resolve(&auth, path_project)?;
 
     let (fate, count) = decide(intake, project_id, &understood).await;
     if fate == Fate::Processed {
@@ -116,10 +137,14 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
             user_agent: header_str(&s.headers, header::USER_AGENT),
         };
         let topic = topic_name(&intake.config.topic_prefix, project_id);
-        intake.producer.send(&topic, event_id, value, record.to_kafka()).await.map_err(|e| {
+        if let Err(e) = intake.producer.send(&topic, event_id, value, record.to_kafka()).await {
             tracing::error!(error = %e, topic, event_id, "kafka did not take the event");
-            StoreError::Unavailable
-        })?;
+            // Not stored: give its flood slot back, so that the SDK's retry is not dropped for it.
+            if let Some(fingerprint) = &understood.fingerprint {
+                intake.flood.refund(project_id, fingerprint).await;
+            }
+            return Err(StoreError::Unavailable);
+        }
         intake.stats.processed(project_id);
         metrics::counter!(crate::metrics::ACCEPTED).increment(1);
     }
@@ -177,6 +202,14 @@ mod tests {
         headers.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
         assert_eq!(client_ip(true, &headers, peer), "10.0.0.9", "an unparsable header falls back to the peer");
         assert_eq!(client_ip(true, &HeaderMap::new(), peer), "10.0.0.9");
+    }
+
+    #[test]
+    fn project_ids_must_be_canonical() {
+        assert_eq!(parse_project("42"), Some(42));
+        for bad in ["", "0", "042", "+42", "-1", "4a", "%34%32", "99999999999999999999"] {
+            assert_eq!(parse_project(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum StoreError {
     InvalidJson(String),
     #[error("invalid event envelope: {0}")]
     InvalidEnvelope(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("unsupported content encoding {0:?}")]
     UnsupportedEncoding(String),
     #[error("invalid compression: {0}")]
@@ -49,6 +51,7 @@ impl StoreError {
             Self::MissingAuth | Self::MultipleAuth | Self::BadAuth | Self::BadEnvelopeAuth => StatusCode::UNAUTHORIZED,
             Self::Rejected => StatusCode::FORBIDDEN,
             Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Body { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -75,7 +78,9 @@ impl StoreError {
             Self::UnsupportedEncoding(_) => "unsupported_encoding",
             Self::InvalidCompression(_) => "invalid_compression",
             Self::TooLarge { .. } => "too_large",
+            Self::Body { status: 413, .. } => "too_large",
             Self::Body { .. } => "body",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::Unavailable => "kafka_unavailable",
         }
     }

@@ -32,7 +32,9 @@ use axum::response::Response;
 use axum::routing::post;
 use cyclops_common::config::Config;
 use cyclops_common::flood::FloodFilter;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use auth::SentryAuth;
 pub use error::StoreError;
@@ -50,6 +52,30 @@ pub struct Intake {
     pub flood: FloodFilter,
     pub stats: Arc<Stats>,
     pub config: IntakeConfig,
+    /// `ingest.max_in_flight_bytes`, in KiB permits.
+    budget: Arc<Semaphore>,
+    budget_kib: u32,
+}
+
+impl Intake {
+    pub fn new(
+        keys: Arc<KeyStore>,
+        producer: EventProducer,
+        flood: FloodFilter,
+        stats: Arc<Stats>,
+        config: &Config,
+    ) -> Self {
+        let budget_kib = u32::try_from(config.ingest.max_in_flight_bytes / 1024).unwrap_or(u32::MAX).max(1);
+        Self {
+            keys,
+            producer,
+            flood,
+            stats,
+            config: IntakeConfig::new(config),
+            budget: Arc::new(Semaphore::new(budget_kib as usize)),
+            budget_kib,
+        }
+    }
 }
 
 /// The slice of the configuration the request path reads.
@@ -111,6 +137,7 @@ pub fn router(intake: Arc<Intake>) -> Router {
         .route("/api/store/", post(legacy_store))
         .route("/api/{project_id}/envelope/", post(envelope))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(cors())
         .with_state(intake)
 }
@@ -126,15 +153,24 @@ pub struct Submission {
     pub peer: SocketAddr,
     /// Kept as a result so that a body error (too large, say) gets our error shape.
     pub body: Result<Bytes, BytesRejection>,
+    /// This request's share of `ingest.max_in_flight_bytes`, held until it is answered.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
-impl<S: Send + Sync> FromRequest<S> for Submission {
+/// Assumed growth of an encoded body once decoded, for the memory budget.
+const DECODED_GROWTH: usize = 4;
+/// Longest a client may take to send its body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl FromRequest<Arc<Intake>> for Submission {
     type Rejection = StoreError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, StoreError> {
+    async fn from_request(request: Request, intake: &Arc<Intake>) -> Result<Self, StoreError> {
         let (mut parts, body) = request.into_parts();
-        let project = match Path::<String>::from_request_parts(&mut parts, state).await {
-            Ok(Path(p)) => Some(p),
+        // The route says whether there is a project id; its value is read from
+        // the raw path, so that a percent-encoded id is refused, not decoded.
+        let project = match Path::<String>::from_request_parts(&mut parts, intake).await {
+            Ok(_) => parts.uri.path().split('/').nth(2).map(str::to_owned),
             Err(_) => None,
         };
         // Served with connect info; a request without it (a test calling the
@@ -143,9 +179,28 @@ impl<S: Send + Sync> FromRequest<S> for Submission {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |ConnectInfo(addr)| *addr);
+        let permit = intake.reserve_memory(&parts.headers).await;
         let (method, uri, headers) = (parts.method.clone(), parts.uri.clone(), parts.headers.clone());
-        let body = Bytes::from_request(Request::from_parts(parts, body), state).await;
-        Ok(Self { project, method, uri, headers, peer, body })
+        let body = Bytes::from_request(Request::from_parts(parts, body), intake).await;
+        Ok(Self { project, method, uri, headers, peer, body, _permit: permit })
+    }
+}
+
+impl Intake {
+    /// Waits until the request's likely memory (its body, and its decoded
+    /// copy when encoded) fits in `ingest.max_in_flight_bytes`. Waiting
+    /// requests hold only their connection, not their body.
+    async fn reserve_memory(&self, headers: &HeaderMap) -> Option<OwnedSemaphorePermit> {
+        let limit = self.config.limits.envelope_bytes;
+        let length = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(limit, |l| l.min(limit));
+        let encoded = headers.get(header::CONTENT_ENCODING).is_some_and(|v| !v.is_empty());
+        let bytes = if encoded { length + (length * DECODED_GROWTH).min(limit) } else { length };
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX).min(self.budget_kib);
+        self.budget.clone().acquire_many_owned(kib).await.ok()
     }
 }
 

@@ -123,7 +123,8 @@ fn read_envelope(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Unde
     };
     let fingerprint = event.as_ref().map(|e| fingerprint::of_event(&Value::Object(e.clone())));
     let dsn = parsed.header_str("dsn").map(str::to_owned);
-    let has_event = parsed.needs_event_id();
+    // Sentry answers with the id when the header has one, whatever the items.
+    let has_event = parsed.needs_event_id() || parsed.header.get("event_id").is_some_and(|v| !v.is_null());
     // The header's id wins over the event item's, as in Sentry.
     let given = match (
         parsed.header.get("event_id").filter(|v| !v.is_null()),
@@ -158,7 +159,7 @@ fn read_beacon(path: &str, query: &str, limits: Limits) -> Result<Understood, St
         .ok_or_else(|| StoreError::InvalidJson("missing sentry_data query parameter".into()))?;
     let json = decode::legacy_store_body(data, limits.event_bytes)?;
     let mut event = json_object(&json, StoreError::InvalidJson)?;
-    let fingerprint = Some(fingerprint::of_beacon(path, query));
+    let fingerprint = Some(fingerprint::of_beacon(path, query, Some(&Value::Object(event.clone()))));
     let (event_id, rewritten) = match event.get("event_id").filter(|v| !v.is_null()) {
         Some(id) => (normalise(id, StoreError::InvalidJson)?, None),
         None => {

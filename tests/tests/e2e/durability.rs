@@ -67,12 +67,23 @@ async fn enqueue_mode_answers_once_queued_and_still_stores() {
     ingest.stop().await.expect("stops");
 }
 
+/// `/metrics` as name{labels} → value (histograms: their `_count` and `_sum` lines).
+async fn metric_values(ingest: &TestService) -> std::collections::HashMap<String, f64> {
+    let text = reqwest::get(ingest.url("/metrics")).await.expect("metrics").text().await.expect("text");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(name, value)| Some((name.to_owned(), value.parse().ok()?)))
+        .collect()
+}
+
 #[tokio::test]
 async fn count_and_metrics_account_for_every_outcome() {
     let mut config = config();
     config.ingest.flood.max_uses = 2;
     config.ingest.flood.window_secs = 60;
     let ingest = spawn_ingest(config).await.expect("ingest");
+    let before = metric_values(&ingest).await;
     let client = reqwest::Client::new();
     let same = r#"{"message":"same error","culprit":"here"}"#;
     for _ in 0..5 {
@@ -96,16 +107,18 @@ async fn count_and_metrics_account_for_every_outcome() {
     assert!(count["average"].as_f64().expect("average ms") > 0.0, "Kafka acknowledgement time measured");
     assert!(count["percentile"].as_f64().expect("p90 ms") >= count["average"].as_f64().unwrap_or(0.0) * 0.5);
 
-    let metrics = reqwest::get(ingest.url("/metrics")).await.expect("metrics").text().await.expect("text");
-    for needle in [
-        "cyclops_ingest_requests_total{endpoint=\"store\",status=\"200\"}",
-        "cyclops_ingest_requests_total{endpoint=\"store\",status=\"401\"}",
-        "cyclops_ingest_ignored_total{reason=\"flood\"}",
-        "cyclops_ingest_rejected_total{reason=\"missing_auth\"}",
-        "cyclops_ingest_produce_seconds",
-        "cyclops_ingest_accepted_total",
+    // Metrics are per process (other tests count too): each must have grown by at least this test's share.
+    let after = metric_values(&ingest).await;
+    for (name, at_least) in [
+        ("cyclops_ingest_requests_total{endpoint=\"store\",status=\"200\"}", 5.0),
+        ("cyclops_ingest_requests_total{endpoint=\"store\",status=\"401\"}", 1.0),
+        ("cyclops_ingest_ignored_total{reason=\"flood\"}", 3.0),
+        ("cyclops_ingest_rejected_total{reason=\"missing_auth\"}", 1.0),
+        ("cyclops_ingest_accepted_total", 2.0),
+        ("cyclops_ingest_produce_seconds_count", 2.0),
     ] {
-        assert!(metrics.contains(needle), "{needle} missing from /metrics");
+        let grown = after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0);
+        assert!(grown >= at_least, "{name} grew by {grown}, expected at least {at_least}");
     }
     ingest.stop().await.expect("stops");
 }

@@ -223,6 +223,7 @@ async fn oversized_and_malformed_bodies_are_refused_and_nothing_is_stored() {
     }
     assert!(stays_empty(&topic, Duration::from_secs(2)).await, "nothing refused was stored");
     let count: Value = reqwest::get(ingest.url("/count")).await.expect("count").json().await.expect("json");
+    assert_eq!(count["processed"], 0, "nothing refused was stored");
     let rejected = count["rejected_by_reason"].as_object().expect("reasons");
     for reason in ["too_large", "invalid_compression", "invalid_json", "invalid_envelope", "empty_body"] {
         assert!(rejected.get(reason).and_then(Value::as_u64).unwrap_or(0) > 0, "{reason} counted: {count}");

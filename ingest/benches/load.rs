@@ -1,0 +1,368 @@
+//! Load benchmark of `cyclops-ingest` (not a test: it prints numbers and
+//! asserts nothing). Run with `make bench`.
+//!
+//! Three servers are measured the same way, each pinned to one core (core 0)
+//! while this load generator runs on another (core 1):
+//!
+//! - **accept**: ingest storing every event (`acks=all`, flood filter in
+//!   Redis but with a limit no event reaches);
+//! - **drop**: ingest with the flood filter at its defaults (10 per second
+//!   per fingerprint), so nearly every event of the flood is dropped;
+//! - **null**: a handler that reads the body and answers `{}` — the ceiling
+//!   of this HTTP stack on one core.
+//!
+//! The events are realistic gzipped SDK error events (a Python exception
+//! with a stack trace, about 2.5 KB of JSON), most of them repeats of five
+//! fingerprints, as in a flood. For each server: the highest rate with
+//! `CONNECTIONS` keep-alive connections in a closed loop, then p50/p99
+//! latency at half that rate (open loop: latency counted from each request's
+//! scheduled time, so a stall is not hidden), and the server's peak RSS.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Request, Response};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Keep-alive connections: many, as a farm's clients are; with `acks=all`
+/// each request waits for Kafka, so a few connections would measure latency, not capacity.
+const CONNECTIONS: usize = 256;
+const WARMUP: Duration = Duration::from_secs(2);
+const MEASURE: Duration = Duration::from_secs(10);
+const CORPUS: usize = 2000;
+const FINGERPRINTS: usize = 5;
+const KEY: &str = "be4c4be4c4be4c4be4c4be4c4be4c401";
+const PROJECT: u64 = 1;
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// A Python-style exception event; `fingerprint` picks the stack trace.
+fn event(fingerprint: usize, n: usize) -> Vec<u8> {
+    let frames: Vec<String> = (0..12)
+        .map(|i| {
+            format!(
+                r#"{{"filename":"app/module_{fingerprint}_{i}.py","abs_path":"/srv/app/module_{fingerprint}_{i}.py","function":"handler_{i}","lineno":{},"context_line":"    result = compute(value, {i})","in_app":true,"vars":{{"value":"{n}","attempt":{i}}}}}"#,
+                10 + i * 7
+            )
+        })
+        .collect();
+    let json = format!(
+        r#"{{"event_id":"{id}","timestamp":{ts},"platform":"python","level":"error","logger":"app","server_name":"web-{host}","release":"shop@2.4.1","environment":"production","sdk":{{"name":"sentry.python","version":"2.19.0"}},"exception":{{"values":[{{"type":"ZeroDivisionError","value":"division by zero (order {n})","module":"builtins","stacktrace":{{"frames":[{frames}]}}}}]}},"tags":{{"route":"/checkout","customer":"{n}"}},"breadcrumbs":{{"values":[{{"category":"http","message":"GET /api/cart {n}"}}]}}}}"#,
+        id = uuid::Uuid::new_v4().simple(),
+        ts = 1_795_000_000 + n,
+        host = n % 16,
+        frames = frames.join(","),
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(json.as_bytes()).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+fn corpus() -> Arc<Vec<Bytes>> {
+    Arc::new((0..CORPUS).map(|n| Bytes::from(event(n % FINGERPRINTS, n))).collect())
+}
+
+fn request(addr: SocketAddr, body: Bytes) -> Request<Full<Bytes>> {
+    Request::post(format!("/api/{PROJECT}/store/"))
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .header("user-agent", "sentry.python/2.19.0")
+        .header(
+            "x-sentry-auth",
+            format!("Sentry sentry_version=7, sentry_key={KEY}, sentry_client=sentry.python/2.19.0"),
+        )
+        .body(Full::new(body))
+        .expect("request")
+}
+
+async fn connect(addr: SocketAddr) -> Sender {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).ok();
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+async fn send(sender: &mut Sender, addr: SocketAddr, body: Bytes) -> u16 {
+    if sender.ready().await.is_err() {
+        *sender = connect(addr).await;
+    }
+    match sender.send_request(request(addr, body)).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            response.into_body().collect().await.ok();
+            status
+        }
+        Err(_) => 0,
+    }
+}
+
+/// Closed loop: every connection sends as fast as answers come. Returns requests/s and non-200s.
+async fn max_rate(addr: SocketAddr, bodies: Arc<Vec<Bytes>>, duration: Duration) -> (f64, u64) {
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let (done, failed, stop, bodies) = (done.clone(), failed.clone(), stop.clone(), bodies.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(addr).await;
+            let mut i = c;
+            while !stop.load(Ordering::Relaxed) {
+                let status = send(&mut sender, addr, bodies[i % bodies.len()].clone()).await;
+                i += CONNECTIONS;
+                done.fetch_add(1, Ordering::Relaxed);
+                if status != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    for t in tasks {
+        t.await.ok();
+    }
+    (done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(), failed.load(Ordering::Relaxed))
+}
+
+/// Open loop at `rate`/s: returns (p50, p99) in ms, latency counted from each request's schedule.
+async fn latency_at(addr: SocketAddr, bodies: Arc<Vec<Bytes>>, rate: f64, duration: Duration) -> (f64, f64) {
+    let histogram = Arc::new(std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new(3).expect("histogram")));
+    let interval = Duration::from_secs_f64(CONNECTIONS as f64 / rate.max(1.0));
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let end = start + duration;
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let (histogram, bodies) = (histogram.clone(), bodies.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(addr).await;
+            let mut due = start + interval.mul_f64(c as f64 / CONNECTIONS as f64);
+            let mut i = c;
+            while due < end {
+                tokio::time::sleep_until(due).await;
+                send(&mut sender, addr, bodies[i % bodies.len()].clone()).await;
+                let micros = tokio::time::Instant::now().saturating_duration_since(due).as_micros() as u64;
+                histogram.lock().map(|mut h| h.saturating_record(micros.max(1))).ok();
+                due += interval;
+                i += CONNECTIONS;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.ok();
+    }
+    let h = histogram.lock().expect("histogram");
+    (h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0)
+}
+
+/// The do-nothing handler, run in a child process pinned like ingest.
+async fn null_server(port: u16) {
+    let app = axum::Router::new().fallback(|body: Bytes| async move {
+        let _ = body.len();
+        "{}"
+    });
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+    axum::serve(listener, app).await.expect("serve");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A command pinned to core 0 when the machine has two or more cores.
+fn pinned(program: &str) -> tokio::process::Command {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        let mut c = tokio::process::Command::new("taskset");
+        c.args(["-c", "0", program]);
+        c
+    } else {
+        tokio::process::Command::new(program)
+    }
+}
+
+async fn wait_ready(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if reqwest_get_ok(url).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{url} not ready within 60 s");
+}
+
+async fn reqwest_get_ok(url: &str) -> bool {
+    let Ok(uri) = url.parse::<hyper::Uri>() else { return false };
+    let Some(authority) = uri.authority().cloned() else { return false };
+    let Ok(stream) = TcpStream::connect(authority.as_str()).await else { return false };
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
+    else {
+        return false;
+    };
+    tokio::spawn(conn);
+    let request = Request::get(uri.path()).header("host", authority.as_str()).body(Full::new(Bytes::new()));
+    let Ok(request) = request else { return false };
+    sender.send_request(request).await.is_ok_and(|r: Response<_>| r.status().is_success())
+}
+
+struct Row {
+    name: &'static str,
+    rate: f64,
+    failed: u64,
+    p50: f64,
+    p99: f64,
+    rss: f64,
+}
+
+async fn measure(name: &'static str, addr: SocketAddr, pid: u32, bodies: Arc<Vec<Bytes>>) -> Row {
+    max_rate(addr, bodies.clone(), WARMUP).await;
+    let (rate, failed) = max_rate(addr, bodies.clone(), MEASURE).await;
+    let (p50, p99) = latency_at(addr, bodies, rate / 2.0, MEASURE).await;
+    Row { name, rate, failed, p50, p99, rss: peak_rss_mib(pid) }
+}
+
+fn ingest_config(port: u16, max_uses: u64) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    let prefix = format!("bench-{}-", uuid::Uuid::new_v4().simple());
+    write!(
+        file,
+        "[kafka]\nbrokers = \"127.0.0.1:{kafka}\"\ntopic_prefix = \"{prefix}\"\n\
+         [redis]\nurl = \"redis://127.0.0.1:{redis}/0\"\nkey_prefix = \"{prefix}\"\n\
+         [ingest]\nbind = \"127.0.0.1\"\nport = {port}\nshutdown_delay_ms = 0\n\
+         [ingest.flood]\nmax_uses = {max_uses}\nwindow_secs = 1\n\
+         [[projects]]\nid = {PROJECT}\npublic_key = \"{KEY}\"\n",
+        kafka = env_or("KAFKA_PORT", "9092"),
+        redis = env_or("REDIS_PORT", "6379"),
+    )
+    .expect("write config");
+    file
+}
+
+async fn run_ingest(name: &'static str, max_uses: u64, bodies: Arc<Vec<Bytes>>) -> Row {
+    let port = free_port();
+    let config = ingest_config(port, max_uses);
+    let mut child = pinned(env!("CARGO_BIN_EXE_cyclops-ingest"))
+        .arg("--conf")
+        .arg(config.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ingest starts");
+    let pid = child.id().expect("pid");
+    wait_ready(&format!("http://127.0.0.1:{port}/ready")).await;
+    let row = measure(name, SocketAddr::from(([127, 0, 0, 1], port)), pid, bodies).await;
+    child.kill().await.ok();
+    row
+}
+
+async fn run_null(bodies: Arc<Vec<Bytes>>) -> Row {
+    let port = free_port();
+    let exe = std::env::current_exe().expect("current exe");
+    let mut child = pinned(exe.to_str().expect("utf-8 path"))
+        .env("CYCLOPS_BENCH_NULL_PORT", port.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("null server starts");
+    let pid = child.id().expect("pid");
+    wait_ready(&format!("http://127.0.0.1:{port}/")).await;
+    let row = measure("null handler", SocketAddr::from(([127, 0, 0, 1], port)), pid, bodies).await;
+    child.kill().await.ok();
+    row
+}
+
+fn main() {
+    // `cargo test --all-targets` runs bench targets too, without `--bench`:
+    // the benchmark only runs under `cargo bench` (`make bench`).
+    let is_child = std::env::var("CYCLOPS_BENCH_NULL_PORT").is_ok() || std::env::var("CYCLOPS_BENCH_PINNED").is_ok();
+    if !is_child && !std::env::args().any(|a| a == "--bench") {
+        println!("load benchmark: skipped (run it with `make bench`)");
+        return;
+    }
+    if let Ok(port) = std::env::var("CYCLOPS_BENCH_NULL_PORT") {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(null_server(port.parse().expect("port")));
+        return;
+    }
+    // The generator runs on core 1, the measured server on core 0.
+    if std::env::var("CYCLOPS_BENCH_PINNED").is_err()
+        && std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
+    {
+        let exe = std::env::current_exe().expect("current exe");
+        let status = std::process::Command::new("taskset")
+            .args(["-c", "1"])
+            .arg(exe)
+            .arg("--bench")
+            .env("CYCLOPS_BENCH_PINNED", "1")
+            .status()
+            .expect("taskset");
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let bodies = corpus();
+        let average = bodies.iter().map(Bytes::len).sum::<usize>() / bodies.len();
+        println!(
+            "cyclops-ingest load benchmark: {CORPUS} gzipped events (~{average} B each, {FINGERPRINTS} fingerprints), \
+             {CONNECTIONS} keep-alive connections, {}s per measurement; server on core 0, generator on core 1",
+            MEASURE.as_secs()
+        );
+        let null = run_null(bodies.clone()).await;
+        let accept = run_ingest("ingest, accept path", u64::MAX / 2, bodies.clone()).await;
+        let drop = run_ingest("ingest, drop path", 10, bodies).await;
+        println!();
+        println!(
+            "| server | events/s (1 core) | vs null | non-200 | p50 ms @ half rate | p99 ms @ half rate | peak RSS MiB |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for row in [&null, &accept, &drop] {
+            println!(
+                "| {} | {:.0} | {:.0}% | {} | {:.2} | {:.2} | {:.1} |",
+                row.name,
+                row.rate,
+                100.0 * row.rate / null.rate.max(1.0),
+                row.failed,
+                row.p50,
+                row.p99,
+                row.rss
+            );
+        }
+        println!();
+        println!(
+            "targets: accept >= 15000 events/s per core ({}); drop >= 25% of null ({}); p99 <= 10 ms at half load ({}); RSS <= 100 MiB ({})",
+            verdict(accept.rate >= 15_000.0),
+            verdict(drop.rate >= 0.25 * null.rate),
+            verdict(accept.p99 <= 10.0 && drop.p99 <= 10.0),
+            verdict(accept.rss <= 100.0 && drop.rss <= 100.0),
+        );
+    });
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
