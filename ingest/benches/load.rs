@@ -140,22 +140,26 @@ async fn max_rate(addr: SocketAddr, bodies: Arc<Vec<Bytes>>, duration: Duration)
     (done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(), failed.load(Ordering::Relaxed))
 }
 
-/// Open loop at `rate`/s: returns (p50, p99) in ms, latency counted from each request's schedule.
-async fn latency_at(addr: SocketAddr, bodies: Arc<Vec<Bytes>>, rate: f64, duration: Duration) -> (f64, f64) {
+/// Open loop at `rate`/s: returns (p50, p99) in ms, latency counted from
+/// each request's schedule, and the number of non-200 answers.
+async fn latency_at(addr: SocketAddr, bodies: Arc<Vec<Bytes>>, rate: f64, duration: Duration) -> (f64, f64, u64) {
+    let failed = Arc::new(AtomicU64::new(0));
     let histogram = Arc::new(std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new(3).expect("histogram")));
     let interval = Duration::from_secs_f64(CONNECTIONS as f64 / rate.max(1.0));
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let end = start + duration;
     let mut tasks = Vec::new();
     for c in 0..CONNECTIONS {
-        let (histogram, bodies) = (histogram.clone(), bodies.clone());
+        let (histogram, bodies, failed) = (histogram.clone(), bodies.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             let mut sender = connect(addr).await;
             let mut due = start + interval.mul_f64(c as f64 / CONNECTIONS as f64);
             let mut i = c;
             while due < end {
                 tokio::time::sleep_until(due).await;
-                send(&mut sender, addr, bodies[i % bodies.len()].clone()).await;
+                if send(&mut sender, addr, bodies[i % bodies.len()].clone()).await != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
                 let micros = tokio::time::Instant::now().saturating_duration_since(due).as_micros() as u64;
                 histogram.lock().map(|mut h| h.saturating_record(micros.max(1))).ok();
                 due += interval;
@@ -167,7 +171,11 @@ async fn latency_at(addr: SocketAddr, bodies: Arc<Vec<Bytes>>, rate: f64, durati
         t.await.ok();
     }
     let h = histogram.lock().expect("histogram");
-    (h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0)
+    (
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        failed.load(Ordering::Relaxed),
+    )
 }
 
 /// The do-nothing handler, run in a child process pinned like ingest.
@@ -242,8 +250,8 @@ struct Row {
 async fn measure(name: &'static str, addr: SocketAddr, pid: u32, bodies: Arc<Vec<Bytes>>) -> Row {
     max_rate(addr, bodies.clone(), WARMUP).await;
     let (rate, failed) = max_rate(addr, bodies.clone(), MEASURE).await;
-    let (p50, p99) = latency_at(addr, bodies, rate / 2.0, MEASURE).await;
-    Row { name, rate, failed, p50, p99, rss: peak_rss_mib(pid) }
+    let (p50, p99, failed_at_half) = latency_at(addr, bodies, rate / 2.0, MEASURE).await;
+    Row { name, rate, failed: failed + failed_at_half, p50, p99, rss: peak_rss_mib(pid) }
 }
 
 fn ingest_config(port: u16, max_uses: u64) -> tempfile::NamedTempFile {

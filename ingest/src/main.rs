@@ -24,6 +24,11 @@ enum Command {
     },
 }
 
+/// mimalloc: the request path allocates many small objects (parsed JSON,
+/// headers); the system allocator cost about 15% of ingest's CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();

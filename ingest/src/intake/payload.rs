@@ -7,7 +7,7 @@
 //! copy delivered twice is deduplicated by Sentry; such a rewritten body is
 //! stored decoded.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::StoreError;
 use super::decode::{self, Encoding};
@@ -68,11 +68,19 @@ fn normalise(id: &Value, bad: fn(String) -> StoreError) -> Result<String, StoreE
         .map_err(|e| bad(format!("invalid event_id {text:?}: {e}")))
 }
 
-fn json_object(bytes: &[u8], bad: fn(String) -> StoreError) -> Result<Map<String, Value>, StoreError> {
+/// Parses a JSON object; the result is always `Value::Object`.
+fn json_object(bytes: &[u8], bad: fn(String) -> StoreError) -> Result<Value, StoreError> {
     match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(object @ Value::Object(_)) => Ok(object),
         Ok(_) => Err(bad("the event is not a JSON object".into())),
         Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// Sets `event_id` in a JSON object.
+fn insert_event_id(event: &mut Value, id: &str) {
+    if let Value::Object(map) = event {
+        map.insert("event_id".into(), Value::String(id.to_owned()));
     }
 }
 
@@ -97,12 +105,12 @@ fn read_store(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Underst
     let decoded = decode::decode(encoding, body, limits.event_bytes)?;
     let json = decode::legacy_store_body(&decoded, limits.event_bytes)?;
     let mut event = json_object(&json, StoreError::InvalidJson)?;
-    let fingerprint = Some(fingerprint::of_event(&Value::Object(event.clone())));
+    let fingerprint = Some(fingerprint::of_event(&event));
     let (event_id, rewritten) = match event.get("event_id").filter(|v| !v.is_null()) {
         Some(id) => (normalise(id, StoreError::InvalidJson)?, None),
         None => {
             let id = new_event_id();
-            event.insert("event_id".into(), Value::String(id.clone()));
+            insert_event_id(&mut event, &id);
             let body = serde_json::to_vec(&event).map_err(|e| StoreError::InvalidJson(e.to_string()))?;
             (id, Some(Rewritten { body, query: None }))
         }
@@ -121,7 +129,7 @@ fn read_envelope(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Unde
         Some(item) => Some(json_object(item.payload, |e| StoreError::InvalidEnvelope(format!("event item: {e}")))?),
         None => None,
     };
-    let fingerprint = event.as_ref().map(|e| fingerprint::of_event(&Value::Object(e.clone())));
+    let fingerprint = event.as_ref().map(fingerprint::of_event);
     let dsn = parsed.header_str("dsn").map(str::to_owned);
     // Sentry answers with the id when the header has one, whatever the items.
     let has_event = parsed.needs_event_id() || parsed.header.get("event_id").is_some_and(|v| !v.is_null());
@@ -159,13 +167,13 @@ fn read_beacon(path: &str, query: &str, limits: Limits) -> Result<Understood, St
         .ok_or_else(|| StoreError::InvalidJson("missing sentry_data query parameter".into()))?;
     let json = decode::legacy_store_body(data, limits.event_bytes)?;
     let mut event = json_object(&json, StoreError::InvalidJson)?;
-    let fingerprint = Some(fingerprint::of_beacon(path, query, Some(&Value::Object(event.clone()))));
+    let fingerprint = Some(fingerprint::of_beacon(path, query, Some(&event)));
     let (event_id, rewritten) = match event.get("event_id").filter(|v| !v.is_null()) {
         Some(id) => (normalise(id, StoreError::InvalidJson)?, None),
         None => {
             let id = new_event_id();
-            event.insert("event_id".into(), Value::String(id.clone()));
-            let data = Value::Object(event).to_string();
+            insert_event_id(&mut event, &id);
+            let data = event.to_string();
             let mut query = url::form_urlencoded::Serializer::new(String::new());
             for (k, v) in &params {
                 query.append_pair(k, if k == "sentry_data" { &data } else { v });
