@@ -144,7 +144,10 @@ async fn max_rate(addr: SocketAddr, bodies: Arc<Vec<Bytes>>, duration: Duration)
 /// each request's schedule, and the number of non-200 answers.
 async fn latency_at(addr: SocketAddr, bodies: Arc<Vec<Bytes>>, rate: f64, duration: Duration) -> (f64, f64, u64) {
     let failed = Arc::new(AtomicU64::new(0));
-    let histogram = Arc::new(std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new(3).expect("histogram")));
+    // 1 µs to 60 s: explicit bounds, so that no latency is clamped.
+    let histogram = Arc::new(std::sync::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+    ));
     let interval = Duration::from_secs_f64(CONNECTIONS as f64 / rate.max(1.0));
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let end = start + duration;

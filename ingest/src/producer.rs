@@ -69,7 +69,7 @@ impl EventProducer {
             .set("message.timeout.ms", config.ingest.produce_timeout_ms.to_string())
             .set("message.max.bytes", max_message_bytes.to_string())
             .set("queue.buffering.max.kbytes", QUEUE_MIN_KBYTES.max(2 * max_message_bytes / 1024).to_string())
-            .set("linger.ms", "5")
+            .set("linger.ms", "1")
             .create()?;
         let admin = ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create()?;
         Ok(Self {
