@@ -21,8 +21,8 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 
-use crate::backoff::Backoff;
 use crate::metrics as m;
+use crate::pacing::backoff::Backoff;
 use crate::upstream::{Outcome, Upstream};
 
 /// How often the subscription pattern is re-evaluated, so that a new
@@ -96,7 +96,8 @@ async fn deliver(
     let topic = message.topic();
     let (partition, offset) = (message.partition(), message.offset());
     let body = message.payload().unwrap_or_default();
-    let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
+    // Valid by construction: RETRY_INITIAL is positive and below RETRY_MAX.
+    let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX).ok();
     let outcome = match RecordHeaders::from_kafka(message.headers()) {
         Err(e) => Outcome::Malformed(e.to_string()),
         Ok(record) => loop {
@@ -109,7 +110,7 @@ async fn deliver(
             match attempt {
                 Outcome::Retry(reason) => {
                     metrics::counter!(m::RETRIED, "reason" => reason).increment(1);
-                    let delay = backoff.next_delay();
+                    let delay = backoff.as_mut().map_or(RETRY_MAX, |b| b.next_delay(fastrand::f64()));
                     tracing::warn!(
                         topic,
                         partition,

@@ -5,11 +5,11 @@
 //! within `forwarder.drain_timeout_secs`. [`demo_sink`] is a stand-in for
 //! Sentry that `make run` uses when no Sentry is configured.
 
-mod backoff;
 mod consumer;
 pub mod demo_sink;
 mod error;
 pub mod metrics;
+pub mod pacing;
 mod server;
 mod upstream;
 
