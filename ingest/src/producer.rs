@@ -19,6 +19,8 @@ use tokio::time::Instant;
 
 use crate::stats::Stats;
 
+/// Most topics remembered as existing.
+const MAX_KNOWN_TOPICS: usize = 100_000;
 /// Room for a record's headers and framing beyond its body.
 const RECORD_OVERHEAD_BYTES: usize = 1 << 20;
 /// Least bound on the producer's queue; it is raised to hold two of the
@@ -110,6 +112,11 @@ impl EventProducer {
             }
         }
         if let Ok(mut known) = self.known_topics.lock() {
+            // Bounded: with restrict_api_access = false any client can name a
+            // project; forgetting only costs a CreateTopics that answers "exists".
+            if known.len() >= MAX_KNOWN_TOPICS {
+                known.clear();
+            }
             known.insert(topic.to_owned());
         }
         Ok(())
