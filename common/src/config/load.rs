@@ -230,6 +230,20 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    if !(1..=3600).contains(&config.forwarder.topic_refresh_secs) {
+        return Err(key_error("forwarder.topic_refresh_secs", "must be between 1 and 3600 seconds"));
+    }
+    if let Some(bad) = config.forwarder.dead_letter_statuses.iter().find(|s| !(400..=499).contains(*s) || **s == 429) {
+        return Err(key_error(
+            "forwarder.dead_letter_statuses",
+            format!("{bad} is not a 4xx status that means \"never again\" (429 is a rate limit)"),
+        ));
+    }
+    let dlq = &config.forwarder.deadletter_topic;
+    if !dlq.is_empty() && !dlq.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        return Err(key_error("forwarder.deadletter_topic", format!("not a valid Kafka topic name: {dlq:?}")));
+    }
+    validate_forwarder(&config.forwarder)?;
     let group = &config.forwarder.group_id;
     if group.is_empty() || group.len() > 200 {
         return Err(key_error("forwarder.group_id", "must be 1 to 200 characters"));
@@ -252,6 +266,52 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         if secs == 0 || secs > 3600 {
             return Err(key_error(key, format!("must be between 1 and 3600 seconds, got {secs}")));
         }
+    }
+    Ok(())
+}
+
+fn validate_forwarder(f: &super::ForwarderConfig) -> Result<(), ConfigError> {
+    if f.concurrency_min == 0 {
+        return Err(key_error("forwarder.concurrency_min", "must be at least 1"));
+    }
+    if f.concurrency_max < f.concurrency_min || f.concurrency_max > 10_000 {
+        return Err(key_error("forwarder.concurrency_max", "must be between concurrency_min and 10000"));
+    }
+    if !(f.concurrency_min..=f.concurrency_max).contains(&f.concurrency_initial) {
+        return Err(key_error("forwarder.concurrency_initial", "must be between concurrency_min and concurrency_max"));
+    }
+    if !(1..=1_000_000).contains(&f.max_requests_to_average) {
+        return Err(key_error("forwarder.max_requests_to_average", "must be between 1 and 1000000"));
+    }
+    if !(1..=100).contains(&f.backfill_share_percent) {
+        return Err(key_error("forwarder.backfill_share_percent", "must be between 1 and 100"));
+    }
+    for (project, weight) in &f.project_weights {
+        let canonical = !project.is_empty() && project.bytes().all(|b| b.is_ascii_digit()) && !project.starts_with('0');
+        if !canonical || project.parse::<u64>().is_err() {
+            return Err(key_error("forwarder.project_weights", format!("{project:?} is not a project id")));
+        }
+        if !(1..=1000).contains(weight) {
+            return Err(key_error("forwarder.project_weights", format!("project {project}: weight must be 1 to 1000")));
+        }
+    }
+    if !(1..=1_000_000).contains(&f.buffer_events_per_partition) {
+        return Err(key_error("forwarder.buffer_events_per_partition", "must be between 1 and 1000000"));
+    }
+    if !(10..=60_000).contains(&f.commit_interval_ms) {
+        return Err(key_error("forwarder.commit_interval_ms", "must be between 10 and 60000"));
+    }
+    if f.retry_initial_ms == 0 {
+        return Err(key_error("forwarder.retry_initial_ms", "must be at least 1"));
+    }
+    if f.retry_max_ms < f.retry_initial_ms {
+        return Err(key_error("forwarder.retry_max_ms", "must be at least retry_initial_ms"));
+    }
+    if f.max_hold_secs == 0 {
+        return Err(key_error("forwarder.max_hold_secs", "must be at least 1"));
+    }
+    if f.breaker_max_probe_secs == 0 {
+        return Err(key_error("forwarder.breaker_max_probe_secs", "must be at least 1"));
     }
     Ok(())
 }

@@ -6,13 +6,13 @@
 //! `cyclops-ingest init` writes); unknown keys and bad values fail at start
 //! with the key's name. Key names are a public contract: rename nothing.
 
+mod forwarder;
 mod ingest;
 mod load;
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use serde::{Deserialize, Serialize};
 
+pub use forwarder::{ForwarderConfig, PacingMode};
 pub use ingest::{AckMode, FloodConfig, IngestConfig, SamplingConfig};
 pub use load::{ConfigError, Overrides, Service, load, load_from_str};
 
@@ -127,40 +127,6 @@ pub struct ProjectKey {
     pub secret_key: Option<String>,
 }
 
-/// `[forwarder]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ForwarderConfig {
-    /// Address of the status endpoints. Defaults to `0.0.0.0`.
-    pub bind: IpAddr,
-    /// Port of the status endpoints; 0 picks a free one. Defaults to 3001.
-    pub port: u16,
-    /// Body of `/healthcheck` (Cyclops `HEALTHCHECK_TEXT`). Defaults to `WORKING`.
-    pub healthcheck_text: String,
-    /// How long a graceful shutdown may take before in-flight work is
-    /// abandoned. Defaults to 10.
-    pub drain_timeout_secs: u64,
-    /// Kafka consumer group shared by every forwarder of one farm.
-    /// Defaults to `cyclops-forwarder`.
-    pub group_id: String,
-    /// Longest wait for one answer from Sentry; a timeout is retried.
-    /// Defaults to 10000.
-    pub request_timeout_ms: u64,
-}
-
-impl Default for ForwarderConfig {
-    fn default() -> Self {
-        Self {
-            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port: 3001,
-            healthcheck_text: "WORKING".into(),
-            drain_timeout_secs: 10,
-            group_id: "cyclops-forwarder".into(),
-            request_timeout_ms: 10_000,
-        }
-    }
-}
-
 /// Writes [`DEFAULT_CONFIG_TOML`] to `path`; refuses to overwrite a file.
 pub fn write_default(path: &std::path::Path) -> std::io::Result<()> {
     use std::io::Write;
@@ -176,6 +142,16 @@ impl Config {
     /// The topic that holds `project_id`'s events.
     pub fn topic_for_project(&self, project_id: u64) -> String {
         format!("{}{}", self.kafka.topic_prefix, project_id)
+    }
+
+    /// The dead-letter topic: `forwarder.deadletter_topic`, or
+    /// `{kafka.topic_prefix}deadletter` when that is empty.
+    pub fn deadletter_topic(&self) -> String {
+        if self.forwarder.deadletter_topic.is_empty() {
+            format!("{}deadletter", self.kafka.topic_prefix)
+        } else {
+            self.forwarder.deadletter_topic.clone()
+        }
     }
 }
 

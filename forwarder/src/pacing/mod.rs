@@ -10,12 +10,14 @@
 //!   `max_requests_to_average` response times, capped at `max_dump_interval_ms`.
 //! - [`backoff`]: jittered exponential delays between retries of one event.
 //! - [`rate_limits`]: Sentry's `X-Sentry-Rate-Limits` and `Retry-After`.
-//!
-//! The delivery loop that uses them arrives with the forwarder's scheduler.
+//! - [`breaker`]: the outage breaker (stop sending and probe while Sentry is down).
+//! - [`pacer`]: the gate a request passes, combining the mode and the breaker.
 
 pub mod adaptive;
 pub mod backoff;
+pub mod breaker;
 pub mod cyclops;
+pub mod pacer;
 pub mod rate_limits;
 
 /// Why pacing parameters were refused.

@@ -1,0 +1,123 @@
+//! `[forwarder]`: the Kafka consumer that delivers to Sentry.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+/// `[forwarder]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwarderConfig {
+    /// Address of the status endpoints. Defaults to `0.0.0.0`.
+    pub bind: IpAddr,
+    /// Port of the status endpoints; 0 picks a free one. Defaults to 3001.
+    pub port: u16,
+    /// Body of `/healthcheck` (Cyclops `HEALTHCHECK_TEXT`). Defaults to `WORKING`.
+    pub healthcheck_text: String,
+    /// How long a graceful shutdown may take before in-flight work is
+    /// abandoned. Defaults to 10.
+    pub drain_timeout_secs: u64,
+    /// Kafka consumer group shared by every forwarder of one farm.
+    /// Defaults to `cyclops-forwarder`.
+    pub group_id: String,
+    /// Longest wait for one answer from Sentry; a timeout is retried.
+    /// Defaults to 10000.
+    pub request_timeout_ms: u64,
+    /// Seconds between checks for new project topics. Defaults to 10.
+    pub topic_refresh_secs: u64,
+    /// Sentry's answers that mean "never send this again": such events go to
+    /// the dead-letter topic. Defaults to `[400, 401, 403, 413]`.
+    pub dead_letter_statuses: Vec<u16>,
+    /// The dead-letter topic; empty means `{kafka.topic_prefix}deadletter`.
+    /// Defaults to empty.
+    pub deadletter_topic: String,
+    /// How the pace of requests to Sentry is set. Defaults to `adaptive`.
+    pub pacing: PacingMode,
+    /// Adaptive pacing: requests in flight at start, at least, at most.
+    /// Default to 2, 1 and 64.
+    pub concurrency_initial: u32,
+    pub concurrency_min: u32,
+    pub concurrency_max: u32,
+    /// Cyclops pacing: response times the spacing is computed from (Cyclops
+    /// `MAX_REQUESTS_TO_AVERAGE`). Defaults to 5000.
+    pub max_requests_to_average: usize,
+    /// Cyclops pacing: the longest spacing between two requests (Cyclops
+    /// `MAX_DUMP_INTERVAL`). Defaults to 1000.
+    pub max_dump_interval_ms: u64,
+    /// Fresh events before the backlog (Cyclops
+    /// `PROCESS_NEWER_MESSAGES_FIRST`). Defaults to true.
+    pub process_newer_messages_first: bool,
+    /// With newest first: the share of sends, in percent, that take the
+    /// oldest buffered event, so that the backlog keeps draining.
+    /// Defaults to 20.
+    pub backfill_share_percent: u32,
+    /// Project id → weight in the turns projects take (a project of weight
+    /// 3 sends 3 events per turn). Defaults to none (every project 1).
+    pub project_weights: BTreeMap<String, u32>,
+    /// Events read ahead per partition; past it, the partition is paused
+    /// and the rest waits in Kafka. Defaults to 1000.
+    pub buffer_events_per_partition: usize,
+    /// Milliseconds between offset commits. Defaults to 1000.
+    pub commit_interval_ms: u64,
+    /// First delay before a failed delivery is tried again; the delay
+    /// doubles (with jitter) up to `retry_max_ms`. Defaults to 100 and 30000.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// Longest hold a rate limit from Sentry can impose. Defaults to 3600.
+    pub max_hold_secs: u64,
+    /// Seconds of nothing but failures (5xx, timeouts, connection errors)
+    /// before the outage breaker stops sending and probes. Defaults to 10.
+    pub breaker_grace_secs: u64,
+    /// Longest spacing between two probes of an open breaker. Defaults to 60.
+    pub breaker_max_probe_secs: u64,
+}
+
+/// `forwarder.pacing`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PacingMode {
+    /// Requests in flight follow Sentry's measured latency.
+    Adaptive,
+    /// Cyclops's original: one request at a time, spaced by the p90 latency.
+    Cyclops,
+}
+
+impl ForwarderConfig {
+    /// The weight of `project` (1 unless set).
+    pub fn weight_of(&self, project: u64) -> u32 {
+        self.project_weights.get(&project.to_string()).copied().unwrap_or(1)
+    }
+}
+
+impl Default for ForwarderConfig {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 3001,
+            healthcheck_text: "WORKING".into(),
+            drain_timeout_secs: 10,
+            group_id: "cyclops-forwarder".into(),
+            request_timeout_ms: 10_000,
+            topic_refresh_secs: 10,
+            dead_letter_statuses: vec![400, 401, 403, 413],
+            deadletter_topic: String::new(),
+            pacing: PacingMode::Adaptive,
+            concurrency_initial: 2,
+            concurrency_min: 1,
+            concurrency_max: 64,
+            max_requests_to_average: 5000,
+            max_dump_interval_ms: 1000,
+            process_newer_messages_first: true,
+            backfill_share_percent: 20,
+            project_weights: BTreeMap::new(),
+            buffer_events_per_partition: 1000,
+            commit_interval_ms: 1000,
+            retry_initial_ms: 100,
+            retry_max_ms: 30_000,
+            max_hold_secs: 3600,
+            breaker_grace_secs: 10,
+            breaker_max_probe_secs: 60,
+        }
+    }
+}
