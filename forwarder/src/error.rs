@@ -12,6 +12,10 @@ pub enum ForwarderError {
     #[error("cannot create the HTTP client for Sentry: {0}")]
     Http(#[from] reqwest::Error),
     #[error(transparent)]
+    Pacing(#[from] crate::pacing::InvalidPacing),
+    #[error("cannot start the Kafka poll thread: {0}")]
+    Thread(std::io::Error),
+    #[error(transparent)]
     Status(#[from] cyclops_common::status::StatusError),
     #[error("http server failed: {0}")]
     Serve(std::io::Error),

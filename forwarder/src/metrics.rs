@@ -1,20 +1,66 @@
 //! Names of the forwarder's metrics.
 
-/// Counter of events Sentry accepted (2xx). Labels: none.
+/// Counter of events Sentry accepted (2xx). Labels: `project`.
 pub const DELIVERED: &str = "cyclops_forwarder_delivered_total";
-/// Counter of events Sentry refused for good (400/401/403/413). Labels: `status`.
+/// Counter of events Sentry refused for good (`forwarder.dead_letter_statuses`). Labels: `status`.
 pub const REJECTED: &str = "cyclops_forwarder_rejected_total";
-/// Counter of attempts that will be retried (429, 5xx, timeouts, connection errors). Labels: `reason`.
+/// Counter of attempts to be retried (5xx, timeouts, connection errors, bare 429s). Labels: `reason`.
 pub const RETRIED: &str = "cyclops_forwarder_retried_total";
+/// Counter of rate-limit holds Sentry imposed. Labels: `project`, `kind` (`quota`, `retry_after`).
+pub const HELD: &str = "cyclops_forwarder_held_total";
+/// Gauge of projects held by a rate limit now.
+pub const HOLDS_ACTIVE: &str = "cyclops_forwarder_holds_active";
+/// Counter of records written to the dead-letter topic. Labels: none.
+pub const DEAD_LETTERED: &str = "cyclops_forwarder_dead_lettered_total";
 /// Counter of records that cannot be replayed (bad headers or path). Labels: none.
 pub const MALFORMED: &str = "cyclops_forwarder_malformed_total";
 /// Counter of errors from the Kafka consumer. Labels: none.
 pub const CONSUMER_ERRORS: &str = "cyclops_forwarder_consumer_errors_total";
+/// Counter of records read that were already done (delivered before a restart or rebalance).
+pub const SKIPPED_DONE: &str = "cyclops_forwarder_skipped_done_total";
+/// Counter of rebalance events. Labels: `kind` (`assign`, `revoke`, `lost`).
+pub const REBALANCES: &str = "cyclops_forwarder_rebalances_total";
+/// Counter of offset commits. Labels: `result` (`ok`, `error`).
+pub const COMMITS: &str = "cyclops_forwarder_commits_total";
+/// Histogram of Sentry's response times, seconds. Labels: none.
+pub const UPSTREAM_SECONDS: &str = "cyclops_forwarder_upstream_seconds";
+/// Gauge of requests allowed in flight (the adaptive limit; 1 with cyclops pacing).
+pub const CONCURRENCY_LIMIT: &str = "cyclops_forwarder_concurrency_limit";
+/// Gauge of requests in flight.
+pub const IN_FLIGHT: &str = "cyclops_forwarder_in_flight";
+/// Gauge of the outage breaker: 0 closed, 1 probing, 2 open.
+pub const BREAKER_STATE: &str = "cyclops_forwarder_breaker_state";
+/// Counter of times the outage breaker opened.
+pub const BREAKER_OPENINGS: &str = "cyclops_forwarder_breaker_openings_total";
+/// Gauge of events not delivered yet per owned partition. Labels: `topic`, `partition`.
+pub const LAG_EVENTS: &str = "cyclops_forwarder_lag_events";
+/// Gauge of the age of the oldest event read and not delivered, seconds. Labels: `topic`, `partition`.
+pub const LAG_SECONDS: &str = "cyclops_forwarder_lag_seconds";
+/// Gauge of events read ahead and waiting in memory.
+pub const BUFFERED: &str = "cyclops_forwarder_buffered_events";
+/// Gauge of partitions this instance owns.
+pub const ASSIGNED_PARTITIONS: &str = "cyclops_forwarder_assigned_partitions";
 
 pub(crate) fn describe() {
-    metrics::describe_counter!(DELIVERED, "Events Sentry accepted.");
-    metrics::describe_counter!(REJECTED, "Events Sentry refused for good, by HTTP status.");
-    metrics::describe_counter!(RETRIED, "Delivery attempts to be retried, by reason.");
-    metrics::describe_counter!(MALFORMED, "Records that cannot be replayed to Sentry.");
-    metrics::describe_counter!(CONSUMER_ERRORS, "Errors reported by the Kafka consumer.");
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(DELIVERED, "Events Sentry accepted, by project.");
+    describe_counter!(REJECTED, "Events Sentry refused for good, by HTTP status.");
+    describe_counter!(RETRIED, "Delivery attempts to be retried, by reason.");
+    describe_counter!(HELD, "Rate-limit holds imposed by Sentry, by project.");
+    describe_gauge!(HOLDS_ACTIVE, "Projects held by a rate limit now.");
+    describe_counter!(DEAD_LETTERED, "Records written to the dead-letter topic.");
+    describe_counter!(MALFORMED, "Records that cannot be replayed to Sentry.");
+    describe_counter!(CONSUMER_ERRORS, "Errors reported by the Kafka consumer.");
+    describe_counter!(SKIPPED_DONE, "Records read that were delivered before (restart, rebalance).");
+    describe_counter!(REBALANCES, "Consumer-group rebalance events, by kind.");
+    describe_counter!(COMMITS, "Offset commits, by result.");
+    describe_histogram!(UPSTREAM_SECONDS, metrics::Unit::Seconds, "Sentry's response times.");
+    describe_gauge!(CONCURRENCY_LIMIT, "Requests allowed in flight to Sentry.");
+    describe_gauge!(IN_FLIGHT, "Requests in flight to Sentry.");
+    describe_gauge!(BREAKER_STATE, "Outage breaker: 0 closed, 1 probing, 2 open.");
+    describe_counter!(BREAKER_OPENINGS, "Times the outage breaker opened.");
+    describe_gauge!(LAG_EVENTS, "Events not yet delivered, per owned partition.");
+    describe_gauge!(LAG_SECONDS, "Age of the oldest event read and not yet delivered, per owned partition.");
+    describe_gauge!(BUFFERED, "Events read ahead and waiting in memory.");
+    describe_gauge!(ASSIGNED_PARTITIONS, "Partitions this instance owns.");
 }

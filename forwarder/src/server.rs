@@ -6,20 +6,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
 use cyclops_common::config::Config;
 use cyclops_common::shutdown::{CancellationToken, with_grace};
 use cyclops_common::status::{self, StatusState};
 use tokio::net::TcpListener;
 
 use crate::ForwarderError;
+use crate::deadletter::DeadLetter;
+use crate::engine::{Engine, EngineStatus};
 use crate::upstream::Upstream;
 
 /// A bound, not yet running forwarder.
 pub struct Forwarder {
     listener: TcpListener,
     router: Router,
-    consumer: rdkafka::consumer::StreamConsumer,
-    upstream: Upstream,
+    engine: Engine,
     shutdown: CancellationToken,
     drain: Duration,
 }
@@ -42,11 +45,19 @@ impl Forwarder {
             StatusState::new("forwarder", config.forwarder.healthcheck_text.clone(), &config, shutdown.clone())?;
         cyclops_common::telemetry::record_build_info("forwarder");
         crate::metrics::describe();
-        let router = status::router(Arc::new(status));
-        let consumer = crate::consumer::subscribe(&config)?;
         let upstream = Upstream::new(&config)?;
+        let dead_letter = Arc::new(DeadLetter::new(&config)?);
+        // In the background: a start must not wait on Kafka.
+        tokio::spawn({
+            let dead_letter = dead_letter.clone();
+            async move { dead_letter.prepare().await }
+        });
+        let engine = Engine::build(&config, upstream, dead_letter, shutdown.clone())?;
+        let count = engine.status();
+        let router =
+            status::router(Arc::new(status)).merge(Router::new().route("/count", get(count_handler)).with_state(count));
         let drain = Duration::from_secs(config.forwarder.drain_timeout_secs);
-        Ok(Self { listener, router, consumer, upstream, shutdown, drain })
+        Ok(Self { listener, router, engine, shutdown, drain })
     }
 
     /// The address of the status endpoints (useful with port 0).
@@ -57,14 +68,16 @@ impl Forwarder {
     /// Runs until the shutdown token is cancelled, then stops within the
     /// drain time.
     pub async fn run(self) -> Result<(), ForwarderError> {
-        let Self { listener, router, consumer, upstream, shutdown, drain } = self;
-        let delivery = tokio::spawn(crate::consumer::run(consumer, upstream, shutdown.clone()));
+        let Self { listener, router, engine, shutdown, drain } = self;
+        let delivery = tokio::spawn(engine.run());
         let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let server = async move {
             let served = server.await;
             // The loop stops at the same signal; wait for its final commit.
-            if let Err(e) = delivery.await {
-                tracing::error!(error = %e, "delivery loop failed");
+            match delivery.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "delivery failed"),
+                Err(e) => tracing::error!(error = %e, "delivery task failed"),
             }
             served
         };
@@ -75,4 +88,9 @@ impl Forwarder {
         tracing::info!("forwarder stopped");
         result
     }
+}
+
+/// `/count`: see [`EngineStatus::count`].
+async fn count_handler(State(status): State<EngineStatus>) -> axum::Json<serde_json::Value> {
+    axum::Json(status.count())
 }

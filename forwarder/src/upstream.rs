@@ -1,11 +1,13 @@
 //! Replaying a stored request to the configured Sentry, and classifying its
 //! answer.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use cyclops_common::config::Config;
 use cyclops_common::record::RecordHeaders;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+
+use crate::pacing::rate_limits::{parse_rate_limits, parse_retry_after};
 
 /// What became of one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,10 +16,39 @@ pub enum Outcome {
     Delivered,
     /// Sentry refused it for good: sending again cannot help.
     Rejected(u16),
-    /// Worth trying again later: 429, 5xx, timeout, connection error.
+    /// Worth trying again later: 5xx, timeout, connection error, a 429
+    /// without a hint.
     Retry(&'static str),
+    /// Sentry's rate limit (a 429 with `X-Sentry-Rate-Limits` or
+    /// `Retry-After`): send nothing for this project for that long.
+    Held { hold: Duration, quota: bool },
     /// The record cannot be turned into a request to Sentry.
     Malformed(String),
+}
+
+impl Outcome {
+    /// Whether this answer says Sentry has too much to do (for pacing).
+    pub fn is_overload(&self) -> bool {
+        matches!(self, Outcome::Retry(r) if *r != "unexpected_status")
+            || matches!(self, Outcome::Held { quota: false, .. })
+    }
+
+    /// Whether Sentry could not be reached or answered as a failing proxy
+    /// would (for the outage breaker): nothing else proves it down.
+    pub fn is_network_failure(&self, status: Option<u16>) -> bool {
+        match self {
+            Outcome::Retry(_) => status.is_none_or(|s| matches!(s, 502..=504)),
+            _ => false,
+        }
+    }
+}
+
+/// One answer from Sentry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub outcome: Outcome,
+    /// The HTTP status, when Sentry answered.
+    pub status: Option<u16>,
 }
 
 /// The one Sentry this forwarder talks to; connections are pooled and kept alive.
@@ -25,6 +56,8 @@ pub enum Outcome {
 pub struct Upstream {
     client: reqwest::Client,
     base_url: String,
+    dead_letter_statuses: Vec<u16>,
+    max_hold: Duration,
 }
 
 impl Upstream {
@@ -36,7 +69,12 @@ impl Upstream {
             // Never follow a redirect: only the configured upstream is contacted.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self { client, base_url: config.sentry.base_url.trim_end_matches('/').to_owned() })
+        Ok(Self {
+            client,
+            base_url: config.sentry.base_url.trim_end_matches('/').to_owned(),
+            dead_letter_statuses: config.forwarder.dead_letter_statuses.clone(),
+            max_hold: Duration::from_secs(config.forwarder.max_hold_secs),
+        })
     }
 
     /// The URL a record is replayed to. Only the path and query come from the
@@ -55,14 +93,15 @@ impl Upstream {
     }
 
     /// Sends one stored request.
-    pub async fn deliver(&self, record: &RecordHeaders, body: &[u8]) -> Outcome {
+    pub async fn deliver(&self, record: &RecordHeaders, body: bytes::Bytes) -> Answer {
+        let malformed = |reason| Answer { outcome: Outcome::Malformed(reason), status: None };
         let url = match self.url_for(record) {
             Ok(url) => url,
-            Err(reason) => return Outcome::Malformed(reason),
+            Err(reason) => return malformed(reason),
         };
         let method = match record.method.parse::<reqwest::Method>() {
             Ok(m) => m,
-            Err(_) => return Outcome::Malformed(format!("bad method {:?}", record.method)),
+            Err(_) => return malformed(format!("bad method {:?}", record.method)),
         };
         let mut headers = HeaderMap::new();
         let mut put = |name: HeaderName, value: &Option<String>| {
@@ -75,21 +114,50 @@ impl Upstream {
         put(USER_AGENT, &record.user_agent);
         put(HeaderName::from_static("x-sentry-auth"), &record.auth);
         put(HeaderName::from_static("x-forwarded-for"), &record.client_ip);
-        let sent = self.client.request(method, url).headers(headers).body(body.to_vec()).send().await;
-        match sent {
-            Ok(response) => classify(response.status().as_u16()),
-            Err(e) if e.is_timeout() => Outcome::Retry("timeout"),
-            Err(e) if e.is_connect() => Outcome::Retry("connect"),
-            Err(_) => Outcome::Retry("transport"),
-        }
+        let sent = self.client.request(method, url).headers(headers).body(body).send().await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) if e.is_timeout() => return Answer { outcome: Outcome::Retry("timeout"), status: None },
+            Err(e) if e.is_connect() => return Answer { outcome: Outcome::Retry("connect"), status: None },
+            Err(_) => return Answer { outcome: Outcome::Retry("transport"), status: None },
+        };
+        let status = response.status().as_u16();
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+        let outcome = if status == 429 {
+            rate_limited(header("x-sentry-rate-limits"), header("retry-after"), SystemTime::now(), self.max_hold)
+        } else {
+            classify(status, &self.dead_letter_statuses)
+        };
+        Answer { outcome, status: Some(status) }
     }
 }
 
-/// Sentry's answer, by status code.
-pub fn classify(status: u16) -> Outcome {
+/// A 429's meaning: a hold for the longest limit `X-Sentry-Rate-Limits`
+/// names (whatever its category: the request was refused), else for
+/// `Retry-After`; a bare 429 is retried with backoff.
+pub fn rate_limited(
+    rate_limits: Option<&str>,
+    retry_after: Option<&str>,
+    now: SystemTime,
+    max_hold: Duration,
+) -> Outcome {
+    let clamp = |d: Duration| d.clamp(Duration::from_secs(1), max_hold.max(Duration::from_secs(1)));
+    let quota = rate_limits.map(parse_rate_limits).unwrap_or_default().into_iter().map(|l| l.retry_after).max();
+    if let Some(hold) = quota {
+        return Outcome::Held { hold: clamp(hold), quota: true };
+    }
+    match retry_after.and_then(|r| parse_retry_after(r, now)) {
+        Some(hold) => Outcome::Held { hold: clamp(hold), quota: false },
+        None => Outcome::Retry("rate_limited"),
+    }
+}
+
+/// Sentry's answer, by status code; `refused` are the statuses that mean
+/// "never send this again" (`forwarder.dead_letter_statuses`).
+pub fn classify(status: u16, refused: &[u16]) -> Outcome {
     match status {
         200..=299 => Outcome::Delivered,
-        400 | 401 | 403 | 413 => Outcome::Rejected(status),
+        s if refused.contains(&s) => Outcome::Rejected(status),
         429 => Outcome::Retry("rate_limited"),
         500..=599 => Outcome::Retry("server_error"),
         // Anything else (404 from a wrong base_url, say) is most likely a
@@ -142,12 +210,41 @@ mod tests {
 
     #[test]
     fn answers_are_classified() {
-        assert_eq!(classify(200), Outcome::Delivered);
-        for s in [400, 401, 403, 413] {
-            assert_eq!(classify(s), Outcome::Rejected(s));
+        let refused = [400, 401, 403, 413];
+        assert_eq!(classify(200, &refused), Outcome::Delivered);
+        for s in refused {
+            assert_eq!(classify(s, &refused), Outcome::Rejected(s));
         }
-        assert_eq!(classify(429), Outcome::Retry("rate_limited"));
-        assert_eq!(classify(503), Outcome::Retry("server_error"));
-        assert_eq!(classify(404), Outcome::Retry("unexpected_status"));
+        assert_eq!(classify(429, &refused), Outcome::Retry("rate_limited"));
+        assert_eq!(classify(503, &refused), Outcome::Retry("server_error"));
+        assert_eq!(classify(404, &refused), Outcome::Retry("unexpected_status"));
+        assert_eq!(classify(403, &[400]), Outcome::Retry("unexpected_status"), "configurable");
+    }
+
+    #[test]
+    fn a_429_holds_for_the_longest_limit_or_retry_after() {
+        let now = SystemTime::now();
+        let max = Duration::from_secs(3600);
+        let held = |hold, quota| Outcome::Held { hold: Duration::from_secs(hold), quota };
+        assert_eq!(rate_limited(Some("60:transaction:key, 5:error:project"), None, now, max), held(60, true));
+        assert_eq!(rate_limited(Some("60::key"), Some("3"), now, max), held(60, true), "the header wins");
+        assert_eq!(rate_limited(None, Some("7"), now, max), held(7, false));
+        assert_eq!(rate_limited(None, Some("0"), now, max), held(1, false), "at least a second");
+        assert_eq!(rate_limited(Some("99999::org"), None, now, max), held(3600, true), "at most max_hold");
+        assert_eq!(rate_limited(None, None, now, max), Outcome::Retry("rate_limited"));
+        assert_eq!(rate_limited(Some("junk"), Some("junk"), now, max), Outcome::Retry("rate_limited"));
+    }
+
+    #[test]
+    fn overload_and_network_failures_are_told_apart() {
+        assert!(Outcome::Retry("server_error").is_overload());
+        assert!(Outcome::Retry("timeout").is_overload());
+        assert!(Outcome::Held { hold: Duration::from_secs(1), quota: false }.is_overload(), "plain Retry-After");
+        assert!(!Outcome::Held { hold: Duration::from_secs(1), quota: true }.is_overload(), "a quota is not capacity");
+        assert!(!Outcome::Retry("unexpected_status").is_overload());
+        assert!(Outcome::Retry("server_error").is_network_failure(Some(503)));
+        assert!(!Outcome::Retry("server_error").is_network_failure(Some(500)));
+        assert!(Outcome::Retry("connect").is_network_failure(None));
+        assert!(!Outcome::Rejected(400).is_network_failure(Some(400)));
     }
 }

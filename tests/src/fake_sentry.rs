@@ -1,14 +1,18 @@
-//! A fake Sentry for the tests: records every request and answers with
-//! whatever status the test scripts.
+//! A fake Sentry for the tests: records every request (with when it came)
+//! and answers as the test says — scripted statuses, rules matching a path
+//! or body (with headers such as `X-Sentry-Rate-Limits`), added latency.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// One request as the fake Sentry received it.
@@ -19,19 +23,62 @@ pub struct Recorded {
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    pub at: Instant,
+    /// The status it was answered with.
+    pub status: u16,
 }
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// An answer for requests whose path and body contain given text.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub path_contains: String,
+    pub body_contains: String,
+    /// How many requests it answers; `None` = every one.
+    pub times: Option<usize>,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Rule {
+    /// Answers requests whose path contains `path` with `status`.
+    pub fn path(path: &str, status: u16) -> Self {
+        Self { path_contains: path.into(), body_contains: String::new(), times: None, status, headers: Vec::new() }
+    }
+
+    /// Answers requests whose body contains `needle` with `status`.
+    pub fn body(needle: &str, status: u16) -> Self {
+        Self { path_contains: String::new(), body_contains: needle.into(), times: None, status, headers: Vec::new() }
+    }
+
+    pub fn times(mut self, n: usize) -> Self {
+        self.times = Some(n);
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     requests: Vec<Recorded>,
-    /// Statuses to answer, in order; 200 once empty.
+    /// Statuses to answer, in order, when no rule matches; 200 once empty.
     script: VecDeque<u16>,
+    rules: Vec<Rule>,
+    latency: Duration,
 }
 
 /// A running fake Sentry; stops when dropped.
@@ -59,16 +106,33 @@ impl FakeSentry {
         format!("http://{}", self.addr)
     }
 
-    /// Answer the next requests with these statuses, then 200 again.
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> Option<T> {
+        self.inner.lock().ok().map(|mut inner| f(&mut inner))
+    }
+
+    /// Answer the next requests no rule matches with these statuses, then 200 again.
     pub fn script(&self, statuses: &[u16]) {
-        if let Ok(mut inner) = self.inner.lock() {
-            inner.script.extend(statuses);
-        }
+        self.with(|i| i.script.extend(statuses));
+    }
+
+    /// Adds a rule; the first matching rule answers.
+    pub fn rule(&self, rule: Rule) {
+        self.with(|i| i.rules.push(rule));
+    }
+
+    /// Removes every rule.
+    pub fn clear_rules(&self) {
+        self.with(|i| i.rules.clear());
+    }
+
+    /// Answers every request after `latency`.
+    pub fn set_latency(&self, latency: Duration) {
+        self.with(|i| i.latency = latency);
     }
 
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.inner.lock().map(|i| i.requests.clone()).unwrap_or_default()
+        self.with(|i| i.requests.clone()).unwrap_or_default()
     }
 }
 
@@ -84,19 +148,45 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, &'static str) {
-    let status = match inner.lock() {
-        Ok(mut inner) => {
-            inner.requests.push(Recorded {
-                method,
-                path: uri.path().to_owned(),
-                query: uri.query().map(str::to_owned),
-                headers,
-                body,
-            });
-            inner.script.pop_front().unwrap_or(200)
-        }
-        Err(_) => 500,
+) -> Response {
+    let at = Instant::now();
+    let decided = inner.lock().ok().map(|mut inner| {
+        let path = uri.path();
+        let text = String::from_utf8_lossy(&body);
+        let rule = inner
+            .rules
+            .iter_mut()
+            .find(|r| r.times != Some(0) && path.contains(&r.path_contains) && text.contains(r.body_contains.as_str()));
+        let (status, extra) = match rule {
+            Some(rule) => {
+                rule.times = rule.times.map(|n| n - 1);
+                (rule.status, rule.headers.clone())
+            }
+            None => (inner.script.pop_front().unwrap_or(200), Vec::new()),
+        };
+        inner.requests.push(Recorded {
+            method,
+            path: path.to_owned(),
+            query: uri.query().map(str::to_owned),
+            headers,
+            body: body.clone(),
+            at,
+            status,
+        });
+        (status, extra, inner.latency)
+    });
+    let Some((status, extra, latency)) = decided else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "{}")
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let mut response =
+        (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "{}").into_response();
+    for (name, value) in extra {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }

@@ -28,6 +28,9 @@ pub async fn read_records(topic: &str, n: usize, deadline: Duration) -> Vec<Stor
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        // A topic created after the subscription (the dead-letter topic,
+        // say) is noticed within this.
+        .set("topic.metadata.refresh.interval.ms", "500")
         .create::<StreamConsumer>()
     else {
         return Vec::new();

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cyclops_common::config::{Config, ProjectKey};
 use cyclops_common::record::{RecordHeaders, topic_name};
-use cyclops_tests::fake_sentry::{FakeSentry, Recorded};
+use cyclops_tests::fake_sentry::{FakeSentry, Recorded, Rule};
 use cyclops_tests::{TestService, kafka_brokers, spawn_forwarder, spawn_ingest, test_config, unique, wait_for};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -257,4 +257,72 @@ async fn a_restarted_forwarder_resumes_after_what_was_delivered() {
     assert!(resent.is_err(), "the committed event was sent again: {:?}", sentry.requests().len());
     second.stop().await.expect("second forwarder stops");
     ingest.stop().await.expect("ingest stops");
+}
+
+#[tokio::test]
+async fn events_sentry_refuses_go_to_the_dead_letter_topic_and_the_rest_flows() {
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    sentry.rule(Rule::body("sentry says 400", 400));
+    let config = config_with_project(Some(&sentry));
+    let deadletter = config.deadletter_topic();
+    let ingest = spawn_ingest(config.clone()).await.expect("ingest");
+    let forwarder = spawn_forwarder(config).await.expect("forwarder");
+    let store = format!("/api/{PROJECT}/store/");
+    let auth = auth_header(KEY);
+    let refused = br#"{"event_id":"0badbadbadbadbadbadbadbadbadbad0","message":"sentry says 400"}"#.to_vec();
+    assert_eq!(post(&ingest, &store, &[("x-sentry-auth", &auth)], refused.clone()).await.status(), 200);
+    let fine = br#"{"event_id":"00000000000000000000000000000001","message":"fine"}"#.to_vec();
+    assert_eq!(post(&ingest, &store, &[("x-sentry-auth", &auth)], fine.clone()).await.status(), 200);
+
+    let requests = wait_for_requests(&sentry, 2).await;
+    assert!(
+        requests.iter().any(|r| r.body.as_ref() == fine.as_slice() && r.status == 200),
+        "the other event is not held up by the refused one"
+    );
+    let dead = cyclops_tests::kafka::read_records(&deadletter, 1, WAIT).await;
+    assert_eq!(dead.len(), 1, "the refused event is in {deadletter}");
+    assert_eq!(dead[0].payload, refused, "as stored");
+    assert_eq!(dead[0].key, b"0badbadbadbadbadbadbadbadbadbad0");
+    let header = |name: &str| dead[0].raw_headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    assert_eq!(header("cyclops-dlq-status").as_deref(), Some("400"));
+    assert_eq!(header("cyclops-dlq-reason").as_deref(), Some("sentry answered 400"));
+    assert!(header("cyclops-dlq-source-topic").is_some_and(|t| t.ends_with(&format!("-{PROJECT}"))));
+    assert_eq!(dead[0].headers.event_id, "0badbadbadbadbadbadbadbadbadbad0", "the original headers are kept");
+    let more =
+        wait_for(Duration::from_secs(2), "a third request", || async { (sentry.requests().len() > 2).then_some(()) })
+            .await;
+    assert!(more.is_err(), "a refused event is not sent again");
+    assert_eq!(sentry.requests().iter().filter(|r| r.body.as_ref() == refused.as_slice()).count(), 1);
+    forwarder.stop().await.expect("forwarder stops");
+    ingest.stop().await.expect("ingest stops");
+}
+
+#[tokio::test]
+async fn a_record_that_cannot_be_replayed_is_dead_lettered_not_lost() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    let config = config_with_project(Some(&sentry));
+    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create().expect("admin");
+    admin
+        .create_topics(&[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("topic");
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create().expect("producer");
+    producer
+        .send(FutureRecord::to(&topic).key("no-headers").payload("written by something else"), Duration::from_secs(10))
+        .await
+        .expect("produced");
+    let forwarder = spawn_forwarder(config.clone()).await.expect("forwarder");
+    let dead = cyclops_tests::kafka::read_records(&config.deadletter_topic(), 1, WAIT).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].payload, b"written by something else");
+    let reason = dead[0].raw_headers.iter().find(|(k, _)| k == "cyclops-dlq-reason").map(|(_, v)| v.clone());
+    assert!(reason.is_some_and(|r| r.starts_with("malformed:")), "the reason says why");
+    assert!(sentry.requests().is_empty(), "nothing unreplayable reaches Sentry");
+    forwarder.stop().await.expect("forwarder stops");
 }

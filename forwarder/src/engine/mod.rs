@@ -1,0 +1,244 @@
+//! The delivery engine: Kafka in, Sentry out.
+//!
+//! ```text
+//!  kafka-poll thread ──records──▶ Shared { Scheduler, offsets per partition } ◀──answers── delivery tasks
+//!   (BaseConsumer, rebalances,            │ next event                                 ▲
+//!    pause/resume, commits)               ▼                                            │
+//!                                    Dispatcher ── Pacer (adaptive | cyclops, breaker) ─┘
+//! ```
+//!
+//! - [`kafka`]: the group's consumer on a thread of its own; commits the
+//!   lowest offset not done, with the done ranges above it as metadata.
+//! - [`shared`]: buffered events and per-partition offsets, behind one lock.
+//! - [`dispatch`]: paces requests, sends them, acts on Sentry's answers.
+//! - [`crate::schedule`]: fair turns across projects, newest first.
+
+pub mod dispatch;
+pub mod kafka;
+mod latency;
+pub mod shared;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cyclops_common::config::{Config, PacingMode};
+use cyclops_common::shutdown::CancellationToken;
+use rdkafka::consumer::BaseConsumer;
+use serde_json::json;
+use tokio::time::Instant;
+
+use self::dispatch::{Dispatcher, PacingView};
+use self::latency::LatencyWindow;
+use self::shared::Shared;
+use crate::ForwarderError;
+use crate::deadletter::DeadLetter;
+use crate::metrics as m;
+use crate::pacing::adaptive::{AdaptiveLimit, AdaptiveParams};
+use crate::pacing::breaker::Breaker;
+use crate::pacing::cyclops::CyclopsPacer;
+use crate::pacing::pacer::Pacer;
+use crate::schedule::Scheduler;
+use crate::upstream::Upstream;
+
+/// Handles for the status endpoints.
+#[derive(Debug, Clone)]
+pub struct EngineStatus {
+    shared: Arc<Shared>,
+    latency: Arc<Mutex<LatencyWindow>>,
+    view: Arc<Mutex<PacingView>>,
+}
+
+/// A built, not yet running engine.
+pub struct Engine {
+    consumer: BaseConsumer<kafka::Context>,
+    dispatcher: Dispatcher,
+    commit_interval: Duration,
+    status: EngineStatus,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn build(
+        config: &Config,
+        upstream: Upstream,
+        dead_letter: Arc<DeadLetter>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ForwarderError> {
+        let f = &config.forwarder;
+        let backfill_every = 100u32.div_ceil(f.backfill_share_percent.max(1));
+        let weights: HashMap<u64, u32> =
+            f.project_weights.iter().filter_map(|(p, &w)| Some((p.parse().ok()?, w))).collect();
+        let sched = Scheduler::new(f.process_newer_messages_first, backfill_every, weights);
+        let shared = Shared::new(sched, f.buffer_events_per_partition);
+        let breaker = Breaker::new(
+            Duration::from_secs(f.breaker_grace_secs),
+            Duration::from_secs(1).min(Duration::from_secs(f.breaker_max_probe_secs)),
+            Duration::from_secs(f.breaker_max_probe_secs),
+        )?;
+        let pacer = match f.pacing {
+            PacingMode::Adaptive => Pacer::adaptive(
+                AdaptiveLimit::new(AdaptiveParams {
+                    initial: f.concurrency_initial,
+                    min: f.concurrency_min,
+                    max: f.concurrency_max,
+                    ..AdaptiveParams::default()
+                })?,
+                breaker,
+            ),
+            PacingMode::Cyclops => Pacer::cyclops(
+                CyclopsPacer::new(f.max_requests_to_average, Duration::from_millis(f.max_dump_interval_ms))?,
+                breaker,
+            ),
+        };
+        let latency = Arc::new(Mutex::new(LatencyWindow::new(f.max_requests_to_average)));
+        let view = Arc::new(Mutex::new(PacingView::default()));
+        let consumer = kafka::consumer(config, shared.clone())?;
+        let dispatcher = Dispatcher {
+            shared: shared.clone(),
+            pacer,
+            upstream,
+            dead_letter,
+            retry_initial: Duration::from_millis(f.retry_initial_ms),
+            retry_max: Duration::from_millis(f.retry_max_ms),
+            latency: latency.clone(),
+            view: view.clone(),
+            shutdown,
+            drain: Duration::from_secs(f.drain_timeout_secs) / 2,
+            openings_seen: 0,
+        };
+        Ok(Self {
+            consumer,
+            dispatcher,
+            commit_interval: Duration::from_millis(f.commit_interval_ms),
+            status: EngineStatus { shared, latency, view },
+        })
+    }
+
+    pub fn status(&self) -> EngineStatus {
+        self.status.clone()
+    }
+
+    /// Runs until the dispatcher's shutdown token is cancelled; then lets
+    /// requests in flight finish (bounded), commits and leaves the group.
+    pub async fn run(self) -> Result<(), ForwarderError> {
+        let Self { consumer, dispatcher, commit_interval, status } = self;
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = kafka::spawn(consumer, status.shared.clone(), commit_interval, stop.clone())
+            .map_err(ForwarderError::Thread)?;
+        let shutdown = dispatcher.shutdown.clone();
+        let gauges = tokio::spawn(publish_gauges(status.clone(), shutdown));
+        dispatcher.run().await;
+        stop.store(true, Ordering::Release);
+        gauges.abort();
+        let joined = tokio::task::spawn_blocking(move || poller.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!("the kafka poll thread failed");
+        }
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Every second: lag per partition, buffered events, holds.
+async fn publish_gauges(status: EngineStatus, shutdown: CancellationToken) {
+    let mut reported: HashSet<(Arc<str>, i32)> = HashSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while !shutdown.is_cancelled() {
+        tick.tick().await;
+        let (parts, buffered, holds) = {
+            let inner = status.shared.lock();
+            (inner.partitions(), inner.sched.total_buffered(), inner.sched.holds(Instant::now()).len())
+        };
+        let now = now_ms();
+        let mut current = HashSet::new();
+        for p in &parts {
+            let labels = [("topic", p.topic.to_string()), ("partition", p.partition.to_string())];
+            metrics::gauge!(m::LAG_EVENTS, &labels).set(p.backlog as f64);
+            let age = p.oldest_pending_ms.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+            metrics::gauge!(m::LAG_SECONDS, &labels).set(age);
+            current.insert((p.topic.clone(), p.partition));
+        }
+        for (topic, partition) in reported.difference(&current) {
+            let labels = [("topic", topic.to_string()), ("partition", partition.to_string())];
+            metrics::gauge!(m::LAG_EVENTS, &labels).set(0.0);
+            metrics::gauge!(m::LAG_SECONDS, &labels).set(0.0);
+        }
+        reported = current;
+        metrics::gauge!(m::BUFFERED).set(buffered as f64);
+        metrics::gauge!(m::ASSIGNED_PARTITIONS).set(parts.len() as f64);
+        metrics::gauge!(m::HOLDS_ACTIVE).set(holds as f64);
+    }
+}
+
+impl EngineStatus {
+    /// `/count`: Cyclops's fields (`count` = events not yet delivered in the
+    /// partitions this instance owns; `average`, `percentile` = Sentry's
+    /// recent response times, ms; `processed` = delivered; `ignored` =
+    /// dead-lettered), then the forwarder's own.
+    pub fn count(&self) -> serde_json::Value {
+        let now = Instant::now();
+        let (parts, holds, totals, buffered) = {
+            let inner = self.shared.lock();
+            (inner.partitions(), inner.sched.holds(now), inner.totals, inner.sched.total_buffered())
+        };
+        let (average, percentile) = self.latency.lock().map(|l| l.summary()).unwrap_or_default();
+        let view = self.view.lock().map(|v| *v).unwrap_or_default();
+        let now_ms = now_ms();
+        let mut projects: HashMap<u64, (u64, Option<i64>)> = HashMap::new();
+        for p in &parts {
+            let entry = projects.entry(p.project).or_default();
+            entry.0 += p.backlog;
+            entry.1 = match (entry.1, p.oldest_pending_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let age = |ms: Option<i64>| ms.map(|t| (now_ms - t).max(0) as f64 / 1000.0);
+        let per_project: serde_json::Map<String, serde_json::Value> = projects
+            .iter()
+            .map(|(id, (backlog, oldest))| {
+                (id.to_string(), json!({"backlog": backlog, "oldest_pending_age_secs": age(*oldest)}))
+            })
+            .collect();
+        let partitions: Vec<_> = parts
+            .iter()
+            .map(|p| {
+                json!({
+                    "topic": &*p.topic, "partition": p.partition, "project": p.project, "backlog": p.backlog,
+                    "committed": p.committed, "high_watermark": p.high_watermark, "buffered": p.buffered,
+                    "paused": p.paused, "oldest_pending_age_secs": age(p.oldest_pending_ms),
+                })
+            })
+            .collect();
+        let holds: Vec<_> = holds
+            .iter()
+            .map(|(project, until)| json!({"project": project, "remaining_secs": until.duration_since(now).as_secs_f64()}))
+            .collect();
+        json!({
+            "service": "forwarder",
+            "count": parts.iter().map(|p| p.backlog).sum::<u64>(),
+            "average": average,
+            "percentile": percentile,
+            "processed": totals.delivered,
+            "ignored": totals.dead_lettered,
+            "buffered": buffered,
+            "oldest_pending_age_secs": age(parts.iter().filter_map(|p| p.oldest_pending_ms).min()),
+            "concurrency_limit": view.limit,
+            "in_flight": view.in_flight,
+            "breaker": view.breaker,
+            "holds": holds,
+            "projects": per_project,
+            "partitions": partitions,
+        })
+    }
+}

@@ -1,0 +1,314 @@
+//! The state the Kafka poll thread and the dispatcher share: the scheduler's
+//! buffered events and, per owned partition, which offsets are done.
+//!
+//! Every partition assignment gets a new generation; an event carries the
+//! generation it was read under, so that the answer to a delivery that was
+//! in flight when its partition was revoked (and perhaps assigned again)
+//! changes nothing: the partition's new owner sends it again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use cyclops_common::record::RecordHeaders;
+use rdkafka::message::OwnedHeaders;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::offsets::PartitionOffsets;
+use crate::pacing::backoff::Backoff;
+use crate::schedule::{Lane, Scheduler};
+
+/// A partition: topic and partition number.
+pub type Tp = (Arc<str>, i32);
+
+/// One event read from Kafka, waiting for or on its way to Sentry.
+#[derive(Debug)]
+pub struct Job {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub project: u64,
+    /// Kafka's timestamp of the record, Unix milliseconds.
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Bytes,
+    /// The record's headers as stored, kept for the dead-letter topic.
+    pub headers: Option<OwnedHeaders>,
+    /// The headers read, or why they cannot be.
+    pub record: Result<RecordHeaders, String>,
+    pub generation: u64,
+    /// The retry schedule, once a delivery failed.
+    pub backoff: Option<Backoff>,
+}
+
+impl Job {
+    pub fn tp(&self) -> Tp {
+        (self.topic.clone(), self.partition)
+    }
+}
+
+#[derive(Debug)]
+struct Partition {
+    project: u64,
+    generation: u64,
+    /// Unknown until the first record when the group had no commit.
+    offsets: Option<PartitionOffsets>,
+    /// The offset the next record should have; records skipped over (holes
+    /// left by compaction or transaction markers) are done.
+    next_expected: Option<i64>,
+    /// Read and not done yet: offset → Kafka timestamp.
+    outstanding: BTreeMap<i64, Option<i64>>,
+    paused: bool,
+    /// Offset of the next record to be written (from librdkafka's statistics).
+    high_watermark: Option<i64>,
+    /// What was last committed, so that an unchanged partition is not committed again.
+    committed: Option<(i64, String)>,
+}
+
+/// What the poll thread should do with a partition after a record was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    Buffered {
+        pause: bool,
+    },
+    /// Done before (by this or a previous owner): nothing to send.
+    AlreadyDone,
+    /// The partition is not ours any more.
+    NotOwned,
+}
+
+/// Counters since start, for `/count`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    pub delivered: u64,
+    pub dead_lettered: u64,
+}
+
+/// What one owned partition looks like, for `/count` and metrics.
+#[derive(Debug, Clone)]
+pub struct PartitionView {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub project: u64,
+    /// Events not delivered yet, known exactly once the high watermark is.
+    pub backlog: u64,
+    pub committed: Option<i64>,
+    pub high_watermark: Option<i64>,
+    pub buffered: usize,
+    /// Kafka timestamp of the oldest event read and not done yet.
+    pub oldest_pending_ms: Option<i64>,
+    pub paused: bool,
+}
+
+#[derive(Debug)]
+pub struct Inner {
+    pub sched: Scheduler<Tp, Job>,
+    parts: HashMap<Tp, Partition>,
+    next_generation: u64,
+    buffer_cap: usize,
+    to_resume: Vec<Tp>,
+    pub totals: Totals,
+}
+
+/// The shared state and the dispatcher's wake-up call.
+#[derive(Debug)]
+pub struct Shared {
+    inner: Mutex<Inner>,
+    /// Rung when there may be something new to send.
+    pub wake: Notify,
+}
+
+impl Shared {
+    pub fn new(sched: Scheduler<Tp, Job>, buffer_cap: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                sched,
+                parts: HashMap::new(),
+                next_generation: 0,
+                buffer_cap,
+                to_resume: Vec::new(),
+                totals: Totals::default(),
+            }),
+            wake: Notify::new(),
+        })
+    }
+
+    /// The state, locked. A panic while it was held leaves it usable: every
+    /// change below keeps it consistent step by step.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    /// A partition was assigned; `committed` is the group's commit with its
+    /// metadata, when it has one.
+    pub fn assign(&mut self, tp: Tp, project: u64, committed: Option<(i64, &str)>) {
+        self.next_generation += 1;
+        let offsets = committed.map(|(offset, meta)| PartitionOffsets::from_commit(offset, meta));
+        let next_expected = committed.map(|(offset, _)| offset);
+        self.sched.remove_partition(&tp);
+        self.parts.insert(
+            tp,
+            Partition {
+                project,
+                generation: self.next_generation,
+                offsets,
+                next_expected,
+                outstanding: BTreeMap::new(),
+                paused: false,
+                high_watermark: None,
+                committed: committed.map(|(o, m)| (o, m.to_owned())),
+            },
+        );
+    }
+
+    /// A partition was revoked: forgets it and what it buffered, and
+    /// returns what to commit for it (offset and metadata).
+    pub fn revoke(&mut self, tp: &Tp) -> Option<(i64, String)> {
+        self.sched.remove_partition(tp);
+        self.to_resume.retain(|t| t != tp);
+        let part = self.parts.remove(tp)?;
+        let offsets = part.offsets?;
+        Some((offsets.commit_offset(), offsets.metadata().0))
+    }
+
+    pub fn owns(&self, tp: &Tp) -> bool {
+        self.parts.contains_key(tp)
+    }
+
+    /// A record was read by the live reader.
+    pub fn accept(&mut self, mut job: Job) -> Accepted {
+        let tp = job.tp();
+        let Some(part) = self.parts.get_mut(&tp) else { return Accepted::NotOwned };
+        let offsets = part.offsets.get_or_insert_with(|| PartitionOffsets::new(job.offset));
+        if let Some(expected) = part.next_expected
+            && job.offset > expected
+        {
+            offsets.mark_range_done(expected, job.offset);
+        }
+        part.next_expected = Some(job.offset + 1);
+        if offsets.is_done(job.offset) {
+            return Accepted::AlreadyDone;
+        }
+        job.generation = part.generation;
+        job.project = part.project;
+        part.outstanding.insert(job.offset, job.timestamp_ms);
+        let project = part.project;
+        self.sched.push(&tp, project, Lane::Live, job);
+        let full = self.sched.buffered(&tp) >= self.buffer_cap;
+        let pause = match self.parts.get_mut(&tp) {
+            Some(part) if full && !part.paused => {
+                part.paused = true;
+                true
+            }
+            _ => false,
+        };
+        Accepted::Buffered { pause }
+    }
+
+    /// The next event to send, if any is ready.
+    pub fn next(&mut self, now: Instant) -> Option<Job> {
+        let (tp, job) = self.sched.next(now)?;
+        if let Some(part) = self.parts.get_mut(&tp)
+            && part.paused
+            && self.sched.buffered(&tp) <= self.buffer_cap / 2
+        {
+            part.paused = false;
+            self.to_resume.push(tp);
+        }
+        Some(job)
+    }
+
+    /// Whether `job` still belongs to a partition this forwarder owns under
+    /// the same assignment.
+    pub fn is_current(&self, job: &Job) -> bool {
+        self.parts.get(&job.tp()).is_some_and(|p| p.generation == job.generation)
+    }
+
+    /// `job` is done for good (delivered or dead-lettered).
+    pub fn done(&mut self, job: &Job) {
+        if let Some(part) = self.parts.get_mut(&job.tp())
+            && part.generation == job.generation
+        {
+            part.outstanding.remove(&job.offset);
+            if let Some(offsets) = part.offsets.as_mut() {
+                offsets.mark_done(job.offset);
+            }
+        }
+    }
+
+    /// Puts `job` back to be sent at `at` (dropped if its partition is gone).
+    pub fn retry_at(&mut self, job: Job, at: Instant) {
+        if self.is_current(&job) {
+            let (tp, project) = (job.tp(), job.project);
+            self.sched.retry_at(&tp, project, job, at);
+        }
+    }
+
+    /// Partitions the poll thread should resume.
+    pub fn take_resumes(&mut self) -> Vec<Tp> {
+        std::mem::take(&mut self.to_resume)
+    }
+
+    pub fn set_high_watermark(&mut self, tp: &Tp, high: i64) {
+        if let Some(part) = self.parts.get_mut(tp) {
+            part.high_watermark = Some(high);
+        }
+    }
+
+    /// What to commit now: partitions whose commit point or metadata changed.
+    pub fn commits(&mut self) -> Vec<(Tp, i64, String)> {
+        let mut out = Vec::new();
+        for (tp, part) in &mut self.parts {
+            let Some(offsets) = &part.offsets else { continue };
+            let (meta, complete) = offsets.metadata();
+            if !complete {
+                tracing::warn!(topic = %tp.0, partition = tp.1, "commit metadata full: some delivered events may be sent again after a restart");
+            }
+            let point = (offsets.commit_offset(), meta);
+            if part.committed.as_ref() != Some(&point) {
+                out.push((tp.clone(), point.0, point.1.clone()));
+                part.committed = Some(point);
+            }
+        }
+        out
+    }
+
+    /// Forgets what was committed, so that the next [`commits`](Self::commits)
+    /// sends every partition again (after a failed commit).
+    pub fn commit_failed(&mut self) {
+        for part in self.parts.values_mut() {
+            part.committed = None;
+        }
+    }
+
+    /// Every owned partition.
+    pub fn partitions(&self) -> Vec<PartitionView> {
+        let mut out: Vec<_> = self
+            .parts
+            .iter()
+            .map(|(tp, p)| {
+                let backlog = match (&p.offsets, p.high_watermark) {
+                    (Some(o), Some(high)) => o.pending_below(high),
+                    (None, Some(high)) => u64::try_from(high - p.next_expected.unwrap_or(high)).unwrap_or(0),
+                    (_, None) => p.outstanding.len() as u64,
+                };
+                PartitionView {
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    project: p.project,
+                    backlog,
+                    committed: p.offsets.as_ref().map(PartitionOffsets::commit_offset),
+                    high_watermark: p.high_watermark,
+                    buffered: self.sched.buffered(tp),
+                    oldest_pending_ms: p.outstanding.values().flatten().min().copied(),
+                    paused: p.paused,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        out
+    }
+}
