@@ -92,3 +92,75 @@ pub async fn stays_empty(topic: &str, quiet: Duration) -> bool {
     }
     read_records(topic, 1, quiet).await.is_empty()
 }
+
+/// Creates `topic` with `partitions` partitions (an existing one is fine).
+pub async fn create_topic(topic: &str, partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create()?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for result in admin.create_topics(&[new], &AdminOptions::new()).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => anyhow::bail!("cannot create {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// The body of backlog event `n` of `project`: a store event whose message
+/// names both, so that the fake Sentry's records tell them apart.
+pub fn backlog_body(project: u64, n: usize) -> String {
+    format!(r#"{{"event_id":"{}","message":"p{project}-n{n}-end"}}"#, crate::event_id())
+}
+
+/// Writes `count` store events of `project` straight to its topic
+/// (`{prefix}{project}`, created with `partitions` partitions), as ingest
+/// would have, spread round-robin over the partitions, event `n` with
+/// [`backlog_body`]`(project, n)`. Returns the bodies in order.
+pub async fn produce_backlog(
+    prefix: &str,
+    project: u64,
+    key: &str,
+    count: usize,
+    partitions: i32,
+) -> anyhow::Result<Vec<String>> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let topic = cyclops_common::record::topic_name(prefix, project);
+    create_topic(&topic, partitions).await?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create()?;
+    let mut bodies = Vec::with_capacity(count);
+    let mut sends = Vec::with_capacity(count);
+    for n in 0..count {
+        let body = backlog_body(project, n);
+        let event_id = crate::event_id();
+        let headers = RecordHeaders {
+            method: "POST".into(),
+            path: format!("/api/{project}/store/"),
+            query: None,
+            content_type: Some("application/json".into()),
+            content_encoding: None,
+            auth: Some(crate::sentry_auth(key)),
+            event_id: event_id.clone(),
+            project_id: project,
+            received_at_ms: 0,
+            client_ip: Some("127.0.0.1".into()),
+            user_agent: Some("cyclops-tests".into()),
+        };
+        let partition = i32::try_from(n).unwrap_or(0) % partitions;
+        let record =
+            FutureRecord::to(&topic).key(&event_id).payload(&body).partition(partition).headers(headers.to_kafka());
+        sends.push(producer.send_result(record).map_err(|(e, _)| e)?);
+        bodies.push(body);
+    }
+    for send in sends {
+        send.await?.map_err(|(e, _)| e)?;
+    }
+    Ok(bodies)
+}

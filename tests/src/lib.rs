@@ -10,6 +10,7 @@
 pub mod fake_sentry;
 pub mod kafka;
 pub mod own_kafka;
+pub mod process;
 pub mod redis_server;
 
 use std::future::Future;

@@ -26,6 +26,10 @@ pub struct ForwarderConfig {
     pub request_timeout_ms: u64,
     /// Seconds between checks for new project topics. Defaults to 10.
     pub topic_refresh_secs: u64,
+    /// How long a forwarder that stopped answering (killed, frozen) keeps
+    /// its partitions before the group gives them to the others. Defaults
+    /// to 45000 (Kafka's default); the broker allows 6000 to 300000.
+    pub session_timeout_ms: u64,
     /// Sentry's answers that mean "never send this again": such events go to
     /// the dead-letter topic. Defaults to `[400, 401, 403, 413]`.
     pub dead_letter_statuses: Vec<u16>,
@@ -100,6 +104,7 @@ impl Default for ForwarderConfig {
             group_id: "cyclops-forwarder".into(),
             request_timeout_ms: 10_000,
             topic_refresh_secs: 10,
+            session_timeout_ms: 45_000,
             dead_letter_statuses: vec![400, 401, 403, 413],
             deadletter_topic: String::new(),
             pacing: PacingMode::Adaptive,

@@ -271,6 +271,9 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
 }
 
 fn validate_forwarder(f: &super::ForwarderConfig) -> Result<(), ConfigError> {
+    if !(1000..=3_600_000).contains(&f.session_timeout_ms) {
+        return Err(key_error("forwarder.session_timeout_ms", "must be between 1000 and 3600000"));
+    }
     if f.concurrency_min == 0 {
         return Err(key_error("forwarder.concurrency_min", "must be at least 1"));
     }

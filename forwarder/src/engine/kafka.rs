@@ -168,6 +168,8 @@ pub fn consumer(config: &Config, shared: Arc<Shared>) -> KafkaResult<BaseConsume
         .set("client.id", "cyclops-forwarder")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", config.forwarder.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (config.forwarder.session_timeout_ms / 5).clamp(100, 3000).to_string())
         .set("partition.assignment.strategy", "cooperative-sticky")
         // How often the subscription pattern is matched again, so that a
         // new project's topic is picked up.
@@ -193,10 +195,15 @@ pub fn spawn(
         let mut last_commit = Instant::now();
         while !stop.load(Ordering::Acquire) {
             let mut woke = false;
-            // Take what is there without waiting, up to a bound, then one wait.
-            for timeout in std::iter::repeat_n(Duration::ZERO, 256).chain([POLL_INTERVAL]) {
+            // Wait a little for a first record, then take what is there
+            // without waiting, up to a bound, before waking the dispatcher.
+            let mut timeout = POLL_INTERVAL;
+            for _ in 0..256 {
                 match consumer.poll(timeout) {
-                    Some(Ok(message)) => woke |= take(&consumer, &shared, &message),
+                    Some(Ok(message)) => {
+                        woke |= take(&consumer, &shared, &message);
+                        timeout = Duration::ZERO;
+                    }
                     // Until a first project topic exists, the pattern matches none.
                     Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition))) => {
                         tracing::debug!("no project topic yet");

@@ -4,6 +4,7 @@
 mod contract;
 mod durability;
 mod flood;
+mod forwarder;
 mod intake;
 mod keys;
 mod pipeline;

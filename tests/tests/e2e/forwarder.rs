@@ -1,0 +1,235 @@
+//! The forwarder against real Kafka and the fake Sentry: fairness, newest
+//! first, rate-limit holds, outages, crashes and a shared consumer group.
+//! Backlogs are written straight to Kafka as ingest would have written them.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use cyclops_common::config::Config;
+use cyclops_tests::fake_sentry::{FakeSentry, Recorded, Rule};
+use cyclops_tests::kafka::produce_backlog;
+use cyclops_tests::process::ForwarderProcess;
+use cyclops_tests::{spawn_forwarder, test_config, wait_for};
+
+const KEY: &str = "fedcba9876543210fedcba9876543210";
+const WAIT: Duration = Duration::from_secs(90);
+
+fn config(sentry: &FakeSentry) -> Config {
+    let mut config = test_config();
+    config.sentry.base_url = sentry.url();
+    config.forwarder.retry_initial_ms = 20;
+    config.forwarder.retry_max_ms = 500;
+    config.forwarder.breaker_max_probe_secs = 1;
+    config
+}
+
+/// The `pN-nM` tag of a request made from [`produce_backlog`]'s bodies.
+fn tag(r: &Recorded) -> Option<(u64, usize)> {
+    let text = r.text();
+    let rest = text.split("\"message\":\"p").nth(1)?;
+    let (project, rest) = rest.split_once("-n")?;
+    let (n, _) = rest.split_once("-end")?;
+    Some((project.parse().ok()?, n.parse().ok()?))
+}
+
+/// Waits until every `(project, n)` in `expected` was answered 200.
+async fn wait_delivered(sentry: &FakeSentry, expected: &HashSet<(u64, usize)>) -> Vec<Recorded> {
+    let found = wait_for(WAIT, "every event delivered", || async {
+        let requests = sentry.requests();
+        let delivered: HashSet<_> = requests.iter().filter(|r| r.status == 200).filter_map(tag).collect();
+        expected.is_subset(&delivered).then_some(requests)
+    })
+    .await;
+    match found {
+        Ok(requests) => requests,
+        Err(e) => {
+            let delivered: HashSet<_> = sentry.requests().iter().filter(|r| r.status == 200).filter_map(tag).collect();
+            panic!("{e}: {} of {} delivered", expected.intersection(&delivered).count(), expected.len())
+        }
+    }
+}
+
+fn all(project: u64, count: usize) -> HashSet<(u64, usize)> {
+    (0..count).map(|n| (project, n)).collect()
+}
+
+#[tokio::test]
+async fn a_small_project_is_not_starved_by_a_flooding_one() {
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    sentry.set_latency(Duration::from_millis(20));
+    let mut config = config(&sentry);
+    config.forwarder.concurrency_initial = 1;
+    config.forwarder.concurrency_max = 1;
+    produce_backlog(&config.kafka.topic_prefix, 1, KEY, 300, 1).await.expect("flood backlog");
+    produce_backlog(&config.kafka.topic_prefix, 2, KEY, 10, 1).await.expect("small backlog");
+    let forwarder = spawn_forwarder(config).await.expect("forwarder");
+    let expected: HashSet<_> = all(1, 300).union(&all(2, 10)).copied().collect();
+    let requests = wait_delivered(&sentry, &expected).await;
+    let order: Vec<u64> = requests.iter().filter_map(tag).map(|(p, _)| p).collect();
+    let small_done_at = order.iter().rposition(|&p| p == 2).expect("small project delivered");
+    assert!(
+        small_done_at < 30,
+        "the small project's 10 events went out within the first 30 requests, not after the flood: {small_done_at}"
+    );
+    forwarder.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn newest_events_go_first_and_the_backlog_still_drains() {
+    for newest_first in [true, false] {
+        let sentry = FakeSentry::start().await.expect("fake sentry");
+        sentry.set_latency(Duration::from_millis(10));
+        let mut config = config(&sentry);
+        config.forwarder.concurrency_initial = 1;
+        config.forwarder.concurrency_max = 1;
+        config.forwarder.process_newer_messages_first = newest_first;
+        produce_backlog(&config.kafka.topic_prefix, 5, KEY, 100, 1).await.expect("backlog");
+        let forwarder = spawn_forwarder(config).await.expect("forwarder");
+        let requests = wait_delivered(&sentry, &all(5, 100)).await;
+        let order: Vec<usize> = requests.iter().filter_map(tag).map(|(_, n)| n).collect();
+        if newest_first {
+            assert!(order[0] >= 90, "the newest go first: {:?}", &order[..10]);
+            assert!(order[..10].contains(&0), "the oldest keeps its share: {:?}", &order[..10]);
+        } else {
+            assert_eq!(&order[..10], &(0..10).collect::<Vec<_>>(), "oldest first");
+        }
+        forwarder.stop().await.expect("stops");
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limited_project_is_held_while_the_others_flow() {
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    sentry.rule(Rule::path("/api/7/", 429).times(1).header("X-Sentry-Rate-Limits", "3:error:project:quota"));
+    let mut config = config(&sentry);
+    config.forwarder.concurrency_initial = 1;
+    config.forwarder.concurrency_max = 1;
+    produce_backlog(&config.kafka.topic_prefix, 7, KEY, 5, 1).await.expect("held backlog");
+    produce_backlog(&config.kafka.topic_prefix, 8, KEY, 20, 1).await.expect("other backlog");
+    sentry.set_latency(Duration::from_millis(20));
+    let forwarder = spawn_forwarder(config).await.expect("forwarder");
+    let expected: HashSet<_> = all(7, 5).union(&all(8, 20)).copied().collect();
+    let requests = wait_delivered(&sentry, &expected).await;
+    let limited = requests.iter().find(|r| r.status == 429).expect("the 429");
+    let hold_end = limited.at + Duration::from_secs(3);
+    let during: Vec<_> = requests.iter().filter(|r| r.at > limited.at && r.at < hold_end).filter_map(tag).collect();
+    assert!(during.iter().all(|&(p, _)| p == 8), "nothing for the held project during its hold: {during:?}");
+    assert!(during.len() >= 10, "the other project flowed meanwhile: {}", during.len());
+    let after = requests.iter().filter(|r| r.at > limited.at && tag(r).is_some_and(|(p, _)| p == 7));
+    assert!(after.clone().all(|r| r.at >= hold_end), "the held project resumed after the hold");
+    assert_eq!(after.filter(|r| r.status == 200).count(), 5, "then its events were all delivered");
+    forwarder.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn an_outage_of_503s_is_ridden_out_without_loss() {
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    sentry.rule(Rule::path("/api/", 503).times(8));
+    let mut config = config(&sentry);
+    config.forwarder.breaker_grace_secs = 0;
+    produce_backlog(&config.kafka.topic_prefix, 9, KEY, 40, 2).await.expect("backlog");
+    let forwarder = spawn_forwarder(config).await.expect("forwarder");
+    let requests = wait_delivered(&sentry, &all(9, 40)).await;
+    let failed = requests.iter().filter(|r| r.status == 503).count();
+    assert_eq!(failed, 8, "every scripted 503 was met");
+    let metrics = reqwest::get(forwarder.url("/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("cyclops_forwarder_breaker_openings_total"), "the breaker opened");
+    assert!(metrics.contains("cyclops_forwarder_retried_total{reason=\"server_error\"}"));
+    forwarder.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn count_reports_the_backlog_and_sentrys_latency() {
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    sentry.rule(Rule::path("/api/", 503));
+    let config = config(&sentry);
+    produce_backlog(&config.kafka.topic_prefix, 11, KEY, 30, 1).await.expect("backlog");
+    let forwarder = spawn_forwarder(config).await.expect("forwarder");
+    let count = wait_for(WAIT, "a backlog of 30 in /count", || async {
+        let count: serde_json::Value = reqwest::get(forwarder.url("/count")).await.ok()?.json().await.ok()?;
+        (count["count"] == 30).then_some(count)
+    })
+    .await
+    .expect("count");
+    assert_eq!(count["service"], "forwarder");
+    assert_eq!(count["projects"]["11"]["backlog"], 30);
+    assert!(count["oldest_pending_age_secs"].as_f64().is_some());
+    sentry.clear_rules();
+    let done = wait_for(WAIT, "an empty backlog", || async {
+        let count: serde_json::Value = reqwest::get(forwarder.url("/count")).await.ok()?.json().await.ok()?;
+        (count["count"] == 0 && count["processed"] == 30).then_some(count)
+    })
+    .await
+    .expect("drained");
+    for key in ["average", "percentile", "ignored", "concurrency_limit", "in_flight"] {
+        assert!(done[key].is_number(), "{key} in {done}");
+    }
+    forwarder.stop().await.expect("stops");
+}
+
+/// Per event, how many times Sentry accepted it.
+fn deliveries(requests: &[Recorded]) -> HashMap<(u64, usize), usize> {
+    let mut out = HashMap::new();
+    for tag in requests.iter().filter(|r| r.status == 200).filter_map(tag) {
+        *out.entry(tag).or_default() += 1;
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_forwarder_killed_mid_stream_loses_nothing_and_duplicates_little() {
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    sentry.set_latency(Duration::from_millis(20));
+    let mut config = config(&sentry);
+    config.forwarder.concurrency_max = 4;
+    config.forwarder.commit_interval_ms = 100;
+    config.forwarder.session_timeout_ms = 6000;
+    produce_backlog(&config.kafka.topic_prefix, 12, KEY, 600, 2).await.expect("backlog");
+    let first = ForwarderProcess::start(&config).await.expect("first forwarder");
+    wait_for(WAIT, "some deliveries", || async { (sentry.requests().len() >= 150).then_some(()) })
+        .await
+        .expect("first forwarder delivers");
+    first.kill9().await.expect("killed");
+    let delivered_before = sentry.requests().len();
+    assert!(delivered_before < 600, "killed mid-stream ({delivered_before} sent)");
+    let second = ForwarderProcess::start(&config).await.expect("second forwarder");
+    let requests = wait_delivered(&sentry, &all(12, 600)).await;
+    let counts = deliveries(&requests);
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    // At most what was in flight (4) plus what was delivered in one commit
+    // interval (100 ms at about 4 × 200 requests/s) before the kill.
+    assert!(duplicates <= 120, "{duplicates} duplicates after a kill -9");
+    second.kill9().await.expect("stopped");
+}
+
+#[tokio::test]
+async fn two_forwarders_share_the_partitions_and_one_survives_the_other() {
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    sentry.set_latency(Duration::from_millis(20));
+    let mut config = config(&sentry);
+    config.forwarder.session_timeout_ms = 6000;
+    config.forwarder.concurrency_initial = 1;
+    config.forwarder.concurrency_max = 1;
+    produce_backlog(&config.kafka.topic_prefix, 13, KEY, 400, 4).await.expect("backlog");
+    let a = ForwarderProcess::start(&config).await.expect("a");
+    let b = ForwarderProcess::start(&config).await.expect("b");
+    let owned = |f: &ForwarderProcess| {
+        let url = f.url("/count");
+        async move {
+            let count: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+            Some(count["partitions"].as_array()?.len())
+        }
+    };
+    let shared = wait_for(WAIT, "both forwarders owning partitions", || async {
+        let (x, y) = (owned(&a).await?, owned(&b).await?);
+        (x > 0 && y > 0 && x + y == 4).then_some((x, y))
+    })
+    .await;
+    assert!(shared.is_ok(), "the four partitions spread over both: {shared:?}");
+    a.kill9().await.expect("killed");
+    let requests = wait_delivered(&sentry, &all(13, 400)).await;
+    assert!(deliveries(&requests).len() == 400);
+    let survivor = owned(&b).await;
+    assert_eq!(survivor, Some(4), "the survivor took every partition over");
+    b.kill9().await.expect("stopped");
+}
