@@ -1,6 +1,7 @@
 //! What `cyclops-ingest` and `cyclops-forwarder` share, and nothing else.
 //!
 //! - [`config`]: the one configuration both services read (file, environment, flags).
+//! - [`encoding`]: HTTP content encodings, decoded within a size limit.
 //! - [`record`]: the Kafka side of the contract between the two services.
 //! - [`status`]: `/healthcheck`, `/live`, `/ready` and `/metrics`, served by both.
 //! - [`telemetry`]: logging and the Prometheus recorder.
@@ -8,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod encoding;
 pub mod fingerprint;
 pub mod flood;
 pub mod record;

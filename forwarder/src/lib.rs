@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod pacing;
 pub mod schedule;
+mod sent_at;
 mod server;
 mod upstream;
 

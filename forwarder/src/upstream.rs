@@ -58,6 +58,8 @@ pub struct Upstream {
     base_url: String,
     dead_letter_statuses: Vec<u16>,
     max_hold: Duration,
+    /// Largest envelope read to move its `sent_at`.
+    max_envelope_bytes: usize,
 }
 
 impl Upstream {
@@ -74,6 +76,7 @@ impl Upstream {
             base_url: config.sentry.base_url.trim_end_matches('/').to_owned(),
             dead_letter_statuses: config.forwarder.dead_letter_statuses.clone(),
             max_hold: Duration::from_secs(config.forwarder.max_hold_secs),
+            max_envelope_bytes: config.ingest.max_envelope_bytes,
         })
     }
 
@@ -103,6 +106,10 @@ impl Upstream {
             Ok(m) => m,
             Err(_) => return malformed(format!("bad method {:?}", record.method)),
         };
+        let (body, encoding) = match self.moved_sent_at(record, &body) {
+            Some(rewritten) => (bytes::Bytes::from(rewritten), None),
+            None => (body, record.content_encoding.clone()),
+        };
         let mut headers = HeaderMap::new();
         let mut put = |name: HeaderName, value: &Option<String>| {
             if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
@@ -110,7 +117,7 @@ impl Upstream {
             }
         };
         put(CONTENT_TYPE, &record.content_type);
-        put(CONTENT_ENCODING, &record.content_encoding);
+        put(CONTENT_ENCODING, &encoding);
         put(USER_AGENT, &record.user_agent);
         put(HeaderName::from_static("x-sentry-auth"), &record.auth);
         put(HeaderName::from_static("x-forwarded-for"), &record.client_ip);
@@ -129,6 +136,21 @@ impl Upstream {
             classify(status, &self.dead_letter_statuses)
         };
         Answer { outcome, status: Some(status) }
+    }
+}
+
+impl Upstream {
+    /// An envelope's body with `sent_at` moved forward by the time it waited
+    /// since ingest received it ([`crate::sent_at`]), or `None` to send it as stored.
+    fn moved_sent_at(&self, record: &RecordHeaders, body: &[u8]) -> Option<Vec<u8>> {
+        let envelope = record.path.ends_with("/envelope/")
+            || record.content_type.as_deref().is_some_and(|t| t.starts_with("application/x-sentry-envelope"));
+        if !envelope || record.received_at_ms == 0 {
+            return None;
+        }
+        let received = std::time::UNIX_EPOCH + Duration::from_millis(record.received_at_ms);
+        let waited = SystemTime::now().duration_since(received).ok()?;
+        crate::sent_at::rewrite(body, record.content_encoding.as_deref(), waited, self.max_envelope_bytes)
     }
 }
 

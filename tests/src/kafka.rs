@@ -164,3 +164,13 @@ pub async fn produce_backlog(
     }
     Ok(bodies)
 }
+
+/// Writes one record with `headers` and `body` to `topic` (created if missing).
+pub async fn produce_one(topic: &str, headers: &RecordHeaders, body: &[u8]) -> anyhow::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    create_topic(topic, 1).await?;
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create()?;
+    let record = FutureRecord::to(topic).key(&headers.event_id).payload(body).headers(headers.to_kafka());
+    producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
+    Ok(())
+}

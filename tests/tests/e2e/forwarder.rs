@@ -233,3 +233,50 @@ async fn two_forwarders_share_the_partitions_and_one_survives_the_other() {
     assert_eq!(survivor, Some(4), "the survivor took every partition over");
     b.kill9().await.expect("stopped");
 }
+
+#[tokio::test]
+async fn an_envelope_delivered_late_keeps_its_event_time() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    let config = config(&sentry);
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let received_at_ms = hour_ago.duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as u64;
+    let sent_at = rfc3339(hour_ago);
+    let body = format!(
+        "{{\"event_id\":\"{}\",\"sent_at\":\"{sent_at}\"}}\n{{\"type\":\"event\"}}\n{{\"message\":\"late\"}}\n",
+        cyclops_tests::event_id()
+    );
+    let headers = cyclops_common::record::RecordHeaders {
+        method: "POST".into(),
+        path: "/api/14/envelope/".into(),
+        query: None,
+        content_type: Some("application/x-sentry-envelope".into()),
+        content_encoding: Some("gzip".into()),
+        auth: Some(cyclops_tests::sentry_auth(KEY)),
+        event_id: cyclops_tests::event_id(),
+        project_id: 14,
+        received_at_ms,
+        client_ip: None,
+        user_agent: None,
+    };
+    let topic = cyclops_common::record::topic_name(&config.kafka.topic_prefix, 14);
+    cyclops_tests::kafka::produce_one(&topic, &headers, &cyclops_tests::gzip(body.as_bytes())).await.expect("stored");
+    let forwarder = spawn_forwarder(config).await.expect("forwarder");
+    let request =
+        wait_for(WAIT, "the envelope", || async { sentry.requests().into_iter().next() }).await.expect("sent");
+    assert_eq!(request.header("content-encoding"), None, "sent as read, uncompressed");
+    let text = request.text();
+    let header: serde_json::Value = serde_json::from_str(text.lines().next().expect("header")).expect("json");
+    let moved = header["sent_at"].as_str().expect("sent_at");
+    let now = rfc3339(SystemTime::now());
+    // Same hour and minute as now (give or take the minute the test may straddle).
+    assert_eq!(&moved[..13], &now[..13], "sent_at {moved} moved to about now ({now})");
+    assert!(text.ends_with("{\"type\":\"event\"}\n{\"message\":\"late\"}\n"), "items unchanged");
+    forwarder.stop().await.expect("stops");
+}
+
+/// RFC 3339 in UTC.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from(t).format(&Rfc3339).expect("formats")
+}
