@@ -14,6 +14,7 @@ mod error;
 pub mod metrics;
 pub mod offsets;
 pub mod pacing;
+pub mod replay;
 pub mod schedule;
 mod sent_at;
 mod server;

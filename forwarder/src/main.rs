@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use clap::{Parser, Subcommand};
 use cyclops_common::cli::{EXIT_CONFIG, EXIT_FAILURE, ServiceArgs};
 use cyclops_common::config::{Config, Service};
+use cyclops_forwarder::replay::{ReplayRequest, Target};
 
 /// Delivers the events stored in Kafka to Sentry at the pace Sentry can take.
 #[derive(Debug, Parser)]
@@ -27,6 +28,29 @@ enum Command {
         #[arg(long = "sink-port", default_value_t = 9000)]
         port: u16,
     },
+    /// Rewind the group's committed offsets so that a backlog is delivered
+    /// again (refused while the group has live members).
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["to_datetime", "to_earliest", "shift_by"])))]
+    Replay {
+        /// Consumer group to rewind (defaults to forwarder.group_id).
+        #[arg(long)]
+        group: Option<String>,
+        /// From the first event at or after this time (RFC 3339, e.g. 2026-11-22T10:00:00Z).
+        #[arg(long)]
+        to_datetime: Option<String>,
+        /// From the oldest event Kafka still has.
+        #[arg(long)]
+        to_earliest: bool,
+        /// Move the committed offset by N (negative goes back), per partition.
+        #[arg(long, allow_hyphen_values = true)]
+        shift_by: Option<i64>,
+        /// Only this project's topic.
+        #[arg(long)]
+        project: Option<u64>,
+        /// Print the plan, commit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// mimalloc: the request path allocates many small objects (parsed JSON,
@@ -40,18 +64,37 @@ async fn main() {
     cyclops_common::telemetry::init_tracing(cli.args.verbose);
     let result = match cli.command {
         Some(Command::DemoSink { bind, port }) => demo_sink(SocketAddr::new(bind, port)).await,
-        None => match cli.args.load_config(Service::Forwarder) {
-            Ok(config) => run(config).await,
-            Err(e) => {
-                eprintln!("cyclops-forwarder: {e}");
-                std::process::exit(EXIT_CONFIG);
+        Some(Command::Replay { group, to_datetime, to_earliest, shift_by, project, dry_run }) => {
+            let config = load(&cli.args);
+            let target = match (to_datetime, to_earliest, shift_by) {
+                (Some(t), _, _) => Target::datetime(&t),
+                (None, true, _) => Ok(Target::Earliest),
+                (None, false, Some(n)) => Ok(Target::ShiftBy(n)),
+                (None, false, None) => Ok(Target::Earliest),
+            };
+            match target {
+                Ok(target) => {
+                    let group = group.unwrap_or_else(|| config.forwarder.group_id.clone());
+                    let request = ReplayRequest { group, target, project, dry_run };
+                    cyclops_forwarder::replay::run_and_print(config, request).await.map_err(anyhow::Error::from)
+                }
+                Err(e) => Err(e.into()),
             }
-        },
+        }
+        None => run(load(&cli.args)).await,
     };
     if let Err(e) = result {
         eprintln!("cyclops-forwarder: {e:#}");
         std::process::exit(EXIT_FAILURE);
     }
+}
+
+/// The configuration, or exit 78 naming the bad key.
+fn load(args: &ServiceArgs) -> Config {
+    args.load_config(Service::Forwarder).unwrap_or_else(|e| {
+        eprintln!("cyclops-forwarder: {e}");
+        std::process::exit(EXIT_CONFIG);
+    })
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -127,6 +127,18 @@ pub async fn produce_backlog(
     count: usize,
     partitions: i32,
 ) -> anyhow::Result<Vec<String>> {
+    produce_backlog_range(prefix, project, key, 0..count, partitions).await
+}
+
+/// [`produce_backlog`] for the events numbered `range`.
+pub async fn produce_backlog_range(
+    prefix: &str,
+    project: u64,
+    key: &str,
+    range: std::ops::Range<usize>,
+    partitions: i32,
+) -> anyhow::Result<Vec<String>> {
+    let count = range.len();
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let topic = cyclops_common::record::topic_name(prefix, project);
     create_topic(&topic, partitions).await?;
@@ -137,7 +149,7 @@ pub async fn produce_backlog(
         .create()?;
     let mut bodies = Vec::with_capacity(count);
     let mut sends = Vec::with_capacity(count);
-    for n in 0..count {
+    for n in range {
         let body = backlog_body(project, n);
         let event_id = crate::event_id();
         let headers = RecordHeaders {

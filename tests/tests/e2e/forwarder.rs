@@ -280,3 +280,50 @@ fn rfc3339(t: std::time::SystemTime) -> String {
     use time::format_description::well_known::Rfc3339;
     time::OffsetDateTime::from(t).format(&Rfc3339).expect("formats")
 }
+
+#[tokio::test]
+async fn replay_delivers_again_from_a_point_in_time() {
+    use cyclops_forwarder::replay::{ReplayError, ReplayRequest, Target, replay};
+    use cyclops_tests::kafka::produce_backlog_range;
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    let config = config(&sentry);
+    let prefix = config.kafka.topic_prefix.clone();
+    produce_backlog_range(&prefix, 15, KEY, 0..5, 2).await.expect("older events");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let since = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    produce_backlog_range(&prefix, 15, KEY, 5..10, 2).await.expect("newer events");
+    let forwarder = spawn_forwarder(config.clone()).await.expect("forwarder");
+    wait_delivered(&sentry, &all(15, 10)).await;
+
+    let request = |dry_run| ReplayRequest {
+        group: config.forwarder.group_id.clone(),
+        target: Target::datetime(&rfc3339(since)).expect("a time"),
+        project: Some(15),
+        dry_run,
+    };
+    let run = |request: ReplayRequest| {
+        let config = config.clone();
+        async move { tokio::task::spawn_blocking(move || replay(&config, &request, |_| {})).await.expect("task") }
+    };
+    let refused = run(request(false)).await;
+    assert!(matches!(refused, Err(ReplayError::GroupActive { .. })), "refused while forwarders run: {refused:?}");
+    forwarder.stop().await.expect("stops");
+
+    let plan = run(request(true)).await.expect("dry run");
+    assert_eq!(plan.iter().map(|p| p.to_deliver).sum::<i64>(), 5, "the five newer events: {plan:?}");
+    assert!(plan.iter().all(|p| p.current.is_some()), "from where the group was");
+    let again = run(request(true)).await.expect("second dry run");
+    assert_eq!(plan, again, "a dry run commits nothing");
+    run(request(false)).await.expect("replayed");
+
+    let forwarder = spawn_forwarder(config).await.expect("forwarder again");
+    let twice = wait_for(WAIT, "the newer events delivered twice", || async {
+        let counts = deliveries(&sentry.requests());
+        (5..10).all(|n| counts.get(&(15, n)) == Some(&2)).then_some(counts)
+    })
+    .await
+    .expect("replayed events delivered");
+    assert!((0..5).all(|n| twice.get(&(15, n)) == Some(&1)), "the older ones not again: {twice:?}");
+    forwarder.stop().await.expect("stops");
+}

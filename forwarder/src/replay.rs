@@ -1,0 +1,190 @@
+//! `cyclops-forwarder replay`: rewinds the forwarders' committed offsets so
+//! that a backlog already delivered is delivered again (after a Sentry lost
+//! data, say). The records are still in Kafka for as long as its retention
+//! keeps them; this only moves where the group resumes.
+//!
+//! It refuses while the group has live members: a running forwarder would
+//! overwrite the new offsets with its own at its next commit. Stop the
+//! forwarders, replay, start them again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cyclops_common::config::Config;
+use cyclops_common::record::project_of_topic;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where to move each partition's committed offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The first record at or after this time, Unix milliseconds (the end
+    /// when there is none).
+    Datetime(i64),
+    /// The oldest record Kafka still has.
+    Earliest,
+    /// The committed offset plus this (negative goes back), as Kafka's own
+    /// `kafka-consumer-groups.sh --shift-by`.
+    ShiftBy(i64),
+}
+
+impl Target {
+    /// Parses `--to-datetime`: RFC 3339 (`2026-11-22T10:00:00Z`), or Kafka's
+    /// tool's form without a zone (`2026-11-22T10:00:00.000`), taken as UTC.
+    pub fn datetime(text: &str) -> Result<Self, ReplayError> {
+        let parsed = OffsetDateTime::parse(text, &Rfc3339)
+            .or_else(|_| OffsetDateTime::parse(&format!("{text}Z"), &Rfc3339))
+            .map_err(|_| ReplayError::BadDatetime(text.to_owned()))?;
+        let ms = parsed.unix_timestamp_nanos() / 1_000_000;
+        Ok(Self::Datetime(i64::try_from(ms).map_err(|_| ReplayError::BadDatetime(text.to_owned()))?))
+    }
+}
+
+/// What to replay.
+#[derive(Debug, Clone)]
+pub struct ReplayRequest {
+    pub group: String,
+    pub target: Target,
+    /// Only this project's topic; all project topics when `None`.
+    pub project: Option<u64>,
+    pub dry_run: bool,
+}
+
+/// One partition's move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionPlan {
+    pub topic: String,
+    pub partition: i32,
+    /// The group's committed offset now (`None`: never committed).
+    pub current: Option<i64>,
+    pub target: i64,
+    /// Records between the target and the end of the partition.
+    pub to_deliver: i64,
+}
+
+/// Why a replay did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("not a date and time: {0:?} (use RFC 3339, e.g. 2026-11-22T10:00:00Z)")]
+    BadDatetime(String),
+    #[error("group {group} has {members} live member(s): stop its forwarders first")]
+    GroupActive { group: String, members: usize },
+    #[error("no project topic matches")]
+    NoTopics,
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the replay task failed: {0}")]
+    Task(String),
+}
+
+/// Plans the move and, unless `dry_run`, commits it. Blocking: call it off
+/// the async runtime. `progress` is told about each partition as it is planned.
+pub fn replay(
+    config: &Config,
+    request: &ReplayRequest,
+    mut progress: impl FnMut(&PartitionPlan),
+) -> Result<Vec<PartitionPlan>, ReplayError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", &request.group)
+        .set("client.id", "cyclops-replay")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let groups = consumer.fetch_group_list(Some(&request.group), TIMEOUT)?;
+    let members = groups.groups().iter().map(|g| g.members().len()).sum::<usize>();
+    if members > 0 {
+        return Err(ReplayError::GroupActive { group: request.group.clone(), members });
+    }
+    let metadata = consumer.fetch_metadata(None, TIMEOUT)?;
+    let mut partitions = TopicPartitionList::new();
+    for topic in metadata.topics() {
+        let Some(project) = project_of_topic(&config.kafka.topic_prefix, topic.name()) else { continue };
+        if request.project.is_some_and(|p| p != project) {
+            continue;
+        }
+        for p in topic.partitions() {
+            partitions.add_partition(topic.name(), p.id());
+        }
+    }
+    if partitions.count() == 0 {
+        return Err(ReplayError::NoTopics);
+    }
+    let committed = consumer.committed_offsets(partitions.clone(), TIMEOUT)?;
+    let by_time = match request.target {
+        Target::Datetime(ms) => {
+            let mut query = partitions.clone();
+            query.set_all_offsets(Offset::Offset(ms))?;
+            Some(consumer.offsets_for_times(query, TIMEOUT)?)
+        }
+        _ => None,
+    };
+    let mut plans = Vec::new();
+    let mut commits = TopicPartitionList::new();
+    for elem in partitions.elements() {
+        let (topic, partition) = (elem.topic(), elem.partition());
+        let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+        let current = committed.find_partition(topic, partition).and_then(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        });
+        let target = match &request.target {
+            Target::Earliest => low,
+            Target::ShiftBy(n) => current.unwrap_or(low).saturating_add(*n),
+            Target::Datetime(_) => {
+                match by_time.as_ref().and_then(|t| t.find_partition(topic, partition)).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    _ => high,
+                }
+            }
+        }
+        .clamp(low, high);
+        let plan = PartitionPlan { topic: topic.to_owned(), partition, current, target, to_deliver: high - target };
+        progress(&plan);
+        commits.add_partition_offset(topic, partition, Offset::Offset(target))?;
+        plans.push(plan);
+    }
+    if !request.dry_run {
+        consumer.commit(&commits, CommitMode::Sync)?;
+    }
+    Ok(plans)
+}
+
+/// Runs [`replay`] off the runtime, printing the plan and the result.
+pub async fn run_and_print(config: Config, request: ReplayRequest) -> Result<(), ReplayError> {
+    let config = Arc::new(config);
+    let dry_run = request.dry_run;
+    let printed = tokio::task::spawn_blocking(move || {
+        println!("{:<40} {:>9} {:>12} {:>12} {:>12}", "topic", "partition", "committed", "new", "to deliver");
+        replay(&config, &request, |p| {
+            let current = p.current.map_or_else(|| "-".to_owned(), |c| c.to_string());
+            println!("{:<40} {:>9} {:>12} {:>12} {:>12}", p.topic, p.partition, current, p.target, p.to_deliver);
+        })
+    })
+    .await;
+    let plans = printed.map_err(|e| ReplayError::Task(e.to_string()))??;
+    let total: i64 = plans.iter().map(|p| p.to_deliver).sum();
+    if dry_run {
+        println!("dry run: nothing committed; {total} event(s) would be delivered again");
+    } else {
+        println!("committed: {} partition(s); the forwarders deliver {total} event(s) again once started", plans.len());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetimes_in_rfc3339_or_kafkas_form() {
+        assert_eq!(Target::datetime("1970-01-01T00:00:01Z").expect("rfc3339"), Target::Datetime(1000));
+        assert_eq!(Target::datetime("1970-01-01T00:00:01.500").expect("kafka"), Target::Datetime(1500));
+        assert_eq!(Target::datetime("1970-01-01T01:00:00+01:00").expect("offset"), Target::Datetime(0));
+        assert!(Target::datetime("yesterday").is_err());
+    }
+}
