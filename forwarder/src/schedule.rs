@@ -203,6 +203,26 @@ impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
         self.partitions.get(partition).map_or(0, PartitionQueue::len)
     }
 
+    /// Moves what the live lane of `partition` buffered to the front of its
+    /// backfill lane, in order: after a jump, those events are backlog too,
+    /// older than the gap the backfill lane drains.
+    pub fn demote_live(&mut self, partition: &K) {
+        if let Some(q) = self.partitions.get_mut(partition) {
+            let live = std::mem::take(&mut q.live);
+            for item in live.into_iter().rev() {
+                q.backfill.push_front(item);
+            }
+        }
+    }
+
+    /// Events buffered in one lane of `partition` (retries not counted).
+    pub fn lane_len(&self, partition: &K, lane: Lane) -> usize {
+        self.partitions.get(partition).map_or(0, |q| match lane {
+            Lane::Live => q.live.len(),
+            Lane::Backfill => q.backfill.len(),
+        })
+    }
+
     /// Events buffered, in all.
     pub fn total_buffered(&self) -> usize {
         self.partitions.values().map(PartitionQueue::len).sum()
@@ -337,6 +357,20 @@ mod tests {
         }
         let order: Vec<_> = drain(&mut s, now).into_iter().map(|(_, i)| i).collect();
         assert_eq!(order, vec![107, 106, 105, 104, 0, 103, 102, 101, 100, 1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn demoted_live_events_go_before_the_backfill() {
+        let mut s = sched(true);
+        let now = Instant::now();
+        s.push(&"p", 1, Lane::Backfill, 10);
+        s.push(&"p", 1, Lane::Live, 1);
+        s.push(&"p", 1, Lane::Live, 2);
+        s.demote_live(&"p");
+        assert_eq!(s.lane_len(&"p", Lane::Live), 0);
+        s.push(&"p", 1, Lane::Live, 100);
+        let order: Vec<_> = drain(&mut s, now).into_iter().map(|(_, i)| i).collect();
+        assert_eq!(order, vec![100, 1, 2, 10]);
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct ForwarderConfig {
     /// Fresh events before the backlog (Cyclops
     /// `PROCESS_NEWER_MESSAGES_FIRST`). Defaults to true.
     pub process_newer_messages_first: bool,
+    /// With newest first: a partition with more unread events than this
+    /// jumps to its newest events and drains the rest as a backfill lane.
+    /// Defaults to 5000.
+    pub jump_threshold_events: u64,
     /// With newest first: the share of sends, in percent, that take the
     /// oldest buffered event, so that the backlog keeps draining.
     /// Defaults to 20.
@@ -114,6 +118,7 @@ impl Default for ForwarderConfig {
             max_requests_to_average: 5000,
             max_dump_interval_ms: 1000,
             process_newer_messages_first: true,
+            jump_threshold_events: 5000,
             backfill_share_percent: 20,
             project_weights: BTreeMap::new(),
             buffer_events_per_partition: 1000,

@@ -286,6 +286,9 @@ fn validate_forwarder(f: &super::ForwarderConfig) -> Result<(), ConfigError> {
     if !(1..=1_000_000).contains(&f.max_requests_to_average) {
         return Err(key_error("forwarder.max_requests_to_average", "must be between 1 and 1000000"));
     }
+    if f.jump_threshold_events == 0 {
+        return Err(key_error("forwarder.jump_threshold_events", "must be at least 1"));
+    }
     if !(1..=100).contains(&f.backfill_share_percent) {
         return Err(key_error("forwarder.backfill_share_percent", "must be between 1 and 100"));
     }

@@ -1,7 +1,6 @@
-//! The Kafka side: one consumer of the group, driven by a thread of its own
-//! (librdkafka's calls block; rebalance callbacks run inside `poll`), that
-//! reads records into the shared state, pauses partitions whose buffer is
-//! full and resumes them when it drained, and commits what is done.
+//! The Kafka clients: the group's consumer (the live lane) with its
+//! rebalance, statistics and commit callbacks, and the backfill reader.
+//! [`super::poll`] drives both from a thread of their own.
 //!
 //! Commits carry the done ranges above the committed offset in their
 //! metadata ([`crate::offsets`]); a partition's commit is read back with its
@@ -11,28 +10,23 @@
 //! since it is someone else's already.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use cyclops_common::config::Config;
-use cyclops_common::record::{RecordHeaders, project_of_topic, topic_pattern};
+use cyclops_common::record::{project_of_topic, topic_pattern};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::types::RDKafkaRespErr;
 
-use super::shared::{Accepted, Job, Shared, Tp};
+use super::shared::{Shared, Tp};
 use crate::metrics as m;
 
 /// Longest wait for the group's committed offsets of newly assigned partitions.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a poll blocks, so that pauses, resumes and commits are timely.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Callbacks librdkafka makes on the poll thread.
 #[derive(Debug)]
@@ -54,6 +48,8 @@ impl ClientContext for Context {
                 }
             }
         }
+        // Fresh watermarks: time to see whether a backlog calls for a jump.
+        inner.plan_jumps();
     }
 }
 
@@ -144,7 +140,7 @@ impl Context {
     }
 }
 
-fn add_commit(tpl: &mut TopicPartitionList, tp: &Tp, offset: i64, meta: &str) {
+pub(super) fn add_commit(tpl: &mut TopicPartitionList, tp: &Tp, offset: i64, meta: &str) {
     let mut elem = tpl.add_partition(&tp.0, tp.1);
     if elem.set_offset(Offset::Offset(offset)).is_ok() {
         elem.set_metadata(meta);
@@ -152,11 +148,26 @@ fn add_commit(tpl: &mut TopicPartitionList, tp: &Tp, offset: i64, meta: &str) {
 }
 
 /// Commits `tpl`; the outcome is counted and logged by the commit callback.
-fn commit(consumer: &BaseConsumer<Context>, tpl: &TopicPartitionList, mode: CommitMode) {
+pub(super) fn commit(consumer: &BaseConsumer<Context>, tpl: &TopicPartitionList, mode: CommitMode) {
     if let Err(e) = consumer.commit(tpl, mode) {
         tracing::warn!(error = %e, "offset commit failed; it is tried again");
         consumer.context().shared.lock().commit_failed();
     }
+}
+
+/// The backfill reader: no group (it never commits, the group's consumer
+/// does); partitions are assigned to it by hand while they have gaps.
+pub fn backfill_consumer(config: &Config) -> KafkaResult<BaseConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", format!("{}-backfill", config.forwarder.group_id))
+        .set("client.id", "cyclops-forwarder-backfill")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // A gap whose start retention deleted begins where Kafka still has records.
+        .set("auto.offset.reset", "earliest")
+        .set("queued.max.messages.kbytes", "4096")
+        .create()
 }
 
 /// The group's consumer, subscribed to every project topic.
@@ -181,118 +192,4 @@ pub fn consumer(config: &Config, shared: Arc<Shared>) -> KafkaResult<BaseConsume
         .create_with_context(context)?;
     consumer.subscribe(&[&topic_pattern(&config.kafka.topic_prefix)])?;
     Ok(consumer)
-}
-
-/// Runs the poll loop on a thread of its own until `stop` is set, then
-/// commits what is done and leaves the group.
-pub fn spawn(
-    consumer: BaseConsumer<Context>,
-    shared: Arc<Shared>,
-    commit_interval: Duration,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("kafka-poll".into()).spawn(move || {
-        let mut last_commit = Instant::now();
-        while !stop.load(Ordering::Acquire) {
-            let mut woke = false;
-            // Wait a little for a first record, then take what is there
-            // without waiting, up to a bound, before waking the dispatcher.
-            let mut timeout = POLL_INTERVAL;
-            for _ in 0..256 {
-                match consumer.poll(timeout) {
-                    Some(Ok(message)) => {
-                        woke |= take(&consumer, &shared, &message);
-                        timeout = Duration::ZERO;
-                    }
-                    // Until a first project topic exists, the pattern matches none.
-                    Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition))) => {
-                        tracing::debug!("no project topic yet");
-                    }
-                    Some(Err(e)) => {
-                        metrics::counter!(m::CONSUMER_ERRORS).increment(1);
-                        tracing::warn!(error = %e, "kafka consumer error");
-                    }
-                    None => break,
-                }
-            }
-            if woke {
-                shared.wake.notify_one();
-            }
-            resume(&consumer, &shared);
-            if last_commit.elapsed() >= commit_interval {
-                commit_done(&consumer, &shared, CommitMode::Async);
-                last_commit = Instant::now();
-            }
-        }
-        commit_done(&consumer, &shared, CommitMode::Sync);
-        // Leaving the group revokes every partition (committing again, which
-        // is harmless) so that the others take them over at once.
-        consumer.unsubscribe();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while consumer.assignment().is_ok_and(|a| a.count() > 0) && Instant::now() < deadline {
-            let _ = consumer.poll(Duration::from_millis(50)).map(|r| r.map(drop));
-        }
-    })
-}
-
-/// Hands one record to the shared state; true when something was buffered.
-fn take(consumer: &BaseConsumer<Context>, shared: &Shared, message: &BorrowedMessage<'_>) -> bool {
-    let job = Job {
-        topic: Arc::from(message.topic()),
-        partition: message.partition(),
-        offset: message.offset(),
-        project: 0,
-        timestamp_ms: message.timestamp().to_millis(),
-        key: message.key().map(<[u8]>::to_vec),
-        payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
-        headers: message.headers().map(rdkafka::message::BorrowedHeaders::detach),
-        record: RecordHeaders::from_kafka(message.headers()).map_err(|e| e.to_string()),
-        generation: 0,
-        backoff: None,
-    };
-    let tp = job.tp();
-    let accepted = shared.lock().accept(job);
-    match accepted {
-        Accepted::Buffered { pause } => {
-            if pause {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(&tp.0, tp.1);
-                if let Err(e) = consumer.pause(&tpl) {
-                    tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot pause a full partition");
-                }
-            }
-            true
-        }
-        Accepted::AlreadyDone => {
-            metrics::counter!(m::SKIPPED_DONE).increment(1);
-            false
-        }
-        Accepted::NotOwned => false,
-    }
-}
-
-fn resume(consumer: &BaseConsumer<Context>, shared: &Shared) {
-    let resumes = shared.lock().take_resumes();
-    if resumes.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for tp in &resumes {
-        tpl.add_partition(&tp.0, tp.1);
-    }
-    if let Err(e) = consumer.resume(&tpl) {
-        tracing::warn!(error = %e, "cannot resume partitions");
-    }
-}
-
-fn commit_done(consumer: &BaseConsumer<Context>, shared: &Shared, mode: CommitMode) {
-    let commits = shared.lock().commits();
-    if commits.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (tp, offset, meta) in &commits {
-        add_commit(&mut tpl, tp, *offset, meta);
-    }
-    commit(consumer, &tpl, mode);
 }

@@ -7,15 +7,19 @@
 //!                                    Dispatcher ── Pacer (adaptive | cyclops, breaker) ─┘
 //! ```
 //!
-//! - [`kafka`]: the group's consumer on a thread of its own; commits the
-//!   lowest offset not done, with the done ranges above it as metadata.
+//! - [`kafka`]: the group's consumer (live lane) and the backfill reader;
+//!   commits the lowest offset not done, with the done ranges above it as metadata.
+//! - [`poll`]: the thread that drives both readers.
+//! - [`lanes`]: per partition, the live lane and the gaps newest-first jumps leave.
 //! - [`shared`]: buffered events and per-partition offsets, behind one lock.
 //! - [`dispatch`]: paces requests, sends them, acts on Sentry's answers.
 //! - [`crate::schedule`]: fair turns across projects, newest first.
 
 pub mod dispatch;
 pub mod kafka;
+pub mod lanes;
 mod latency;
+mod poll;
 pub mod shared;
 
 use std::collections::{HashMap, HashSet};
@@ -53,6 +57,7 @@ pub struct EngineStatus {
 /// A built, not yet running engine.
 pub struct Engine {
     consumer: BaseConsumer<kafka::Context>,
+    backfill: BaseConsumer,
     dispatcher: Dispatcher,
     commit_interval: Duration,
     status: EngineStatus,
@@ -76,7 +81,8 @@ impl Engine {
         let weights: HashMap<u64, u32> =
             f.project_weights.iter().filter_map(|(p, &w)| Some((p.parse().ok()?, w))).collect();
         let sched = Scheduler::new(f.process_newer_messages_first, backfill_every, weights);
-        let shared = Shared::new(sched, f.buffer_events_per_partition);
+        let jump = f.process_newer_messages_first.then(|| i64::try_from(f.jump_threshold_events).unwrap_or(i64::MAX));
+        let shared = Shared::new(sched, f.buffer_events_per_partition, jump);
         let breaker = Breaker::new(
             Duration::from_secs(f.breaker_grace_secs),
             Duration::from_secs(1).min(Duration::from_secs(f.breaker_max_probe_secs)),
@@ -100,6 +106,7 @@ impl Engine {
         let latency = Arc::new(Mutex::new(LatencyWindow::new(f.max_requests_to_average)));
         let view = Arc::new(Mutex::new(PacingView::default()));
         let consumer = kafka::consumer(config, shared.clone())?;
+        let backfill = kafka::backfill_consumer(config)?;
         let dispatcher = Dispatcher {
             shared: shared.clone(),
             pacer,
@@ -115,6 +122,7 @@ impl Engine {
         };
         Ok(Self {
             consumer,
+            backfill,
             dispatcher,
             commit_interval: Duration::from_millis(f.commit_interval_ms),
             status: EngineStatus { shared, latency, view },
@@ -128,9 +136,9 @@ impl Engine {
     /// Runs until the dispatcher's shutdown token is cancelled; then lets
     /// requests in flight finish (bounded), commits and leaves the group.
     pub async fn run(self) -> Result<(), ForwarderError> {
-        let Self { consumer, dispatcher, commit_interval, status } = self;
+        let Self { consumer, backfill, dispatcher, commit_interval, status } = self;
         let stop = Arc::new(AtomicBool::new(false));
-        let poller = kafka::spawn(consumer, status.shared.clone(), commit_interval, stop.clone())
+        let poller = poll::spawn(consumer, backfill, status.shared.clone(), commit_interval, stop.clone())
             .map_err(ForwarderError::Thread)?;
         let shutdown = dispatcher.shutdown.clone();
         let gauges = tokio::spawn(publish_gauges(status.clone(), shutdown));
@@ -217,6 +225,7 @@ impl EngineStatus {
                     "topic": &*p.topic, "partition": p.partition, "project": p.project, "backlog": p.backlog,
                     "committed": p.committed, "high_watermark": p.high_watermark, "buffered": p.buffered,
                     "paused": p.paused, "oldest_pending_age_secs": age(p.oldest_pending_ms),
+                    "backfill_gaps": p.gaps, "backfill_unread": p.gap_events,
                 })
             })
             .collect();

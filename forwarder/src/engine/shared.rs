@@ -15,6 +15,7 @@ use rdkafka::message::OwnedHeaders;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::lanes::{Action, Read, Reading};
 use crate::offsets::PartitionOffsets;
 use crate::pacing::backoff::Backoff;
 use crate::schedule::{Lane, Scheduler};
@@ -54,28 +55,24 @@ struct Partition {
     generation: u64,
     /// Unknown until the first record when the group had no commit.
     offsets: Option<PartitionOffsets>,
-    /// The offset the next record should have; records skipped over (holes
-    /// left by compaction or transaction markers) are done.
-    next_expected: Option<i64>,
+    reading: Reading,
     /// Read and not done yet: offset → Kafka timestamp.
     outstanding: BTreeMap<i64, Option<i64>>,
-    paused: bool,
     /// Offset of the next record to be written (from librdkafka's statistics).
     high_watermark: Option<i64>,
     /// What was last committed, so that an unchanged partition is not committed again.
     committed: Option<(i64, String)>,
 }
 
-/// What the poll thread should do with a partition after a record was read.
+/// What became of a record a reader delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
-    Buffered {
-        pause: bool,
-    },
+    Buffered,
     /// Done before (by this or a previous owner): nothing to send.
     AlreadyDone,
-    /// The partition is not ours any more.
-    NotOwned,
+    /// Not this reader's to deliver (read before a seek), or the partition
+    /// is not ours any more.
+    Ignored,
 }
 
 /// Counters since start, for `/count`.
@@ -99,6 +96,10 @@ pub struct PartitionView {
     /// Kafka timestamp of the oldest event read and not done yet.
     pub oldest_pending_ms: Option<i64>,
     pub paused: bool,
+    /// Gaps left by newest-first jumps that the backfill lane still drains,
+    /// and the events in them not read yet.
+    pub gaps: usize,
+    pub gap_events: i64,
 }
 
 #[derive(Debug)]
@@ -107,7 +108,9 @@ pub struct Inner {
     parts: HashMap<Tp, Partition>,
     next_generation: u64,
     buffer_cap: usize,
-    to_resume: Vec<Tp>,
+    /// Unread backlog past which a partition jumps (newest first only).
+    jump_threshold: Option<i64>,
+    actions: Vec<(Tp, Action)>,
     pub totals: Totals,
 }
 
@@ -120,14 +123,16 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(sched: Scheduler<Tp, Job>, buffer_cap: usize) -> Arc<Self> {
+    /// `jump_threshold`: see [`super::lanes`]; `None` never jumps.
+    pub fn new(sched: Scheduler<Tp, Job>, buffer_cap: usize, jump_threshold: Option<i64>) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 sched,
                 parts: HashMap::new(),
                 next_generation: 0,
                 buffer_cap,
-                to_resume: Vec::new(),
+                jump_threshold,
+                actions: Vec::new(),
                 totals: Totals::default(),
             }),
             wake: Notify::new(),
@@ -147,7 +152,6 @@ impl Inner {
     pub fn assign(&mut self, tp: Tp, project: u64, committed: Option<(i64, &str)>) {
         self.next_generation += 1;
         let offsets = committed.map(|(offset, meta)| PartitionOffsets::from_commit(offset, meta));
-        let next_expected = committed.map(|(offset, _)| offset);
         self.sched.remove_partition(&tp);
         self.parts.insert(
             tp,
@@ -155,9 +159,8 @@ impl Inner {
                 project,
                 generation: self.next_generation,
                 offsets,
-                next_expected,
+                reading: Reading::new(committed.map(|(offset, _)| offset)),
                 outstanding: BTreeMap::new(),
-                paused: false,
                 high_watermark: None,
                 committed: committed.map(|(o, m)| (o, m.to_owned())),
             },
@@ -168,8 +171,11 @@ impl Inner {
     /// returns what to commit for it (offset and metadata).
     pub fn revoke(&mut self, tp: &Tp) -> Option<(i64, String)> {
         self.sched.remove_partition(tp);
-        self.to_resume.retain(|t| t != tp);
+        self.actions.retain(|(t, _)| t != tp);
         let part = self.parts.remove(tp)?;
+        if part.reading.gaps() > 0 {
+            self.actions.push((tp.clone(), Action::BackfillStop));
+        }
         let offsets = part.offsets?;
         Some((offsets.commit_offset(), offsets.metadata().0))
     }
@@ -178,17 +184,21 @@ impl Inner {
         self.parts.contains_key(tp)
     }
 
-    /// A record was read by the live reader.
-    pub fn accept(&mut self, mut job: Job) -> Accepted {
+    /// A record was read by the reader of `lane`.
+    pub fn accept(&mut self, mut job: Job, lane: Lane) -> Accepted {
         let tp = job.tp();
-        let Some(part) = self.parts.get_mut(&tp) else { return Accepted::NotOwned };
+        let Some(part) = self.parts.get_mut(&tp) else { return Accepted::Ignored };
+        let mut actions = Vec::new();
+        let read = match lane {
+            Lane::Live => part.reading.live(job.offset),
+            Lane::Backfill => part.reading.backfill(job.offset, &mut actions),
+        };
+        self.actions.extend(actions.into_iter().map(|a| (tp.clone(), a)));
+        let Read::Take { holes } = read else { return Accepted::Ignored };
         let offsets = part.offsets.get_or_insert_with(|| PartitionOffsets::new(job.offset));
-        if let Some(expected) = part.next_expected
-            && job.offset > expected
-        {
-            offsets.mark_range_done(expected, job.offset);
+        if let Some((start, end)) = holes {
+            offsets.mark_range_done(start, end);
         }
-        part.next_expected = Some(job.offset + 1);
         if offsets.is_done(job.offset) {
             return Accepted::AlreadyDone;
         }
@@ -196,29 +206,52 @@ impl Inner {
         job.project = part.project;
         part.outstanding.insert(job.offset, job.timestamp_ms);
         let project = part.project;
-        self.sched.push(&tp, project, Lane::Live, job);
-        let full = self.sched.buffered(&tp) >= self.buffer_cap;
-        let pause = match self.parts.get_mut(&tp) {
-            Some(part) if full && !part.paused => {
-                part.paused = true;
-                true
-            }
-            _ => false,
-        };
-        Accepted::Buffered { pause }
+        self.sched.push(&tp, project, lane, job);
+        self.flow(&tp);
+        Accepted::Buffered
+    }
+
+    /// Pauses or resumes `tp`'s readers for how full its lanes are.
+    fn flow(&mut self, tp: &Tp) {
+        let (live, backfill) = (self.sched.lane_len(tp, Lane::Live), self.sched.lane_len(tp, Lane::Backfill));
+        if let Some(part) = self.parts.get_mut(tp) {
+            let mut actions = Vec::new();
+            part.reading.flow(live, backfill, self.buffer_cap, &mut actions);
+            self.actions.extend(actions.into_iter().map(|a| (tp.clone(), a)));
+        }
     }
 
     /// The next event to send, if any is ready.
     pub fn next(&mut self, now: Instant) -> Option<Job> {
         let (tp, job) = self.sched.next(now)?;
-        if let Some(part) = self.parts.get_mut(&tp)
-            && part.paused
-            && self.sched.buffered(&tp) <= self.buffer_cap / 2
-        {
-            part.paused = false;
-            self.to_resume.push(tp);
-        }
+        self.flow(&tp);
         Some(job)
+    }
+
+    /// Jumps every partition whose unread backlog is past the threshold
+    /// (newest first only); the poll thread calls it when watermarks are fresh.
+    pub fn plan_jumps(&mut self) {
+        let Some(threshold) = self.jump_threshold else { return };
+        let window = i64::try_from(self.buffer_cap).unwrap_or(i64::MAX);
+        let mut jumped = Vec::new();
+        for (tp, part) in &mut self.parts {
+            let Some(high) = part.high_watermark else { continue };
+            let mut actions = Vec::new();
+            if part.reading.maybe_jump(high, threshold, window, &mut actions) {
+                tracing::info!(topic = %tp.0, partition = tp.1, high, "backlog: newest events first, the rest backfilled");
+                self.actions.extend(actions.into_iter().map(|a| (tp.clone(), a)));
+                jumped.push(tp.clone());
+            }
+        }
+        for tp in jumped {
+            self.sched.demote_live(&tp);
+            self.flow(&tp);
+        }
+    }
+
+    /// What the poll thread must do, in order.
+    pub fn take_actions(&mut self) -> Vec<(Tp, Action)> {
+        std::mem::take(&mut self.actions)
     }
 
     /// Whether `job` still belongs to a partition this forwarder owns under
@@ -245,11 +278,6 @@ impl Inner {
             let (tp, project) = (job.tp(), job.project);
             self.sched.retry_at(&tp, project, job, at);
         }
-    }
-
-    /// Partitions the poll thread should resume.
-    pub fn take_resumes(&mut self) -> Vec<Tp> {
-        std::mem::take(&mut self.to_resume)
     }
 
     pub fn set_high_watermark(&mut self, tp: &Tp, high: i64) {
@@ -292,7 +320,7 @@ impl Inner {
             .map(|(tp, p)| {
                 let backlog = match (&p.offsets, p.high_watermark) {
                     (Some(o), Some(high)) => o.pending_below(high),
-                    (None, Some(high)) => u64::try_from(high - p.next_expected.unwrap_or(high)).unwrap_or(0),
+                    (None, Some(high)) => u64::try_from(high - p.reading.live_next.unwrap_or(high)).unwrap_or(0),
                     (_, None) => p.outstanding.len() as u64,
                 };
                 PartitionView {
@@ -304,7 +332,9 @@ impl Inner {
                     high_watermark: p.high_watermark,
                     buffered: self.sched.buffered(tp),
                     oldest_pending_ms: p.outstanding.values().flatten().min().copied(),
-                    paused: p.paused,
+                    paused: p.reading.live_paused,
+                    gaps: p.reading.gaps(),
+                    gap_events: p.reading.gap_events(),
                 }
             })
             .collect();

@@ -327,3 +327,41 @@ async fn replay_delivers_again_from_a_point_in_time() {
     assert!((0..5).all(|n| twice.get(&(15, n)) == Some(&1)), "the older ones not again: {twice:?}");
     forwarder.stop().await.expect("stops");
 }
+
+#[tokio::test]
+async fn a_deep_backlog_jumps_to_the_newest_events_and_backfills_the_rest() {
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    sentry.set_latency(Duration::from_millis(10));
+    let mut config = config(&sentry);
+    config.forwarder.concurrency_initial = 1;
+    config.forwarder.concurrency_max = 1;
+    config.forwarder.jump_threshold_events = 300;
+    config.forwarder.buffer_events_per_partition = 100;
+    let prefix = config.kafka.topic_prefix.clone();
+    produce_backlog(&prefix, 16, KEY, 1500, 1).await.expect("backlog");
+    let forwarder = spawn_forwarder(config).await.expect("forwarder");
+    wait_for(WAIT, "the jump", || async {
+        let count: serde_json::Value = reqwest::get(forwarder.url("/count")).await.ok()?.json().await.ok()?;
+        (count["partitions"][0]["backfill_gaps"] == 1).then_some(())
+    })
+    .await
+    .expect("a deep backlog jumps");
+    // Fresh events during the incident go before the backlog.
+    cyclops_tests::kafka::produce_backlog_range(&prefix, 16, KEY, 1500..1530, 1).await.expect("fresh events");
+    let requests = wait_delivered(&sentry, &all(16, 1530)).await;
+    let order: Vec<usize> = requests.iter().filter_map(tag).map(|(_, n)| n).collect();
+    let head = order.iter().position(|&n| (1400..1500).contains(&n)).expect("the newest delivered");
+    assert!(head < 250, "the newest of the backlog went out early (request {head}), not after all of it");
+    let last_fresh = order.iter().rposition(|&n| n >= 1500).expect("fresh delivered");
+    let last_old = order.iter().rposition(|&n| n < 1000).expect("backlog delivered");
+    assert!(last_fresh < last_old, "fresh events overtook the backlog ({last_fresh} < {last_old})");
+    let backfilled: Vec<usize> = order[head..].iter().copied().filter(|&n| n < 1000).take(20).collect();
+    assert!(backfilled.windows(2).all(|w| w[0] < w[1]), "the backfill drains oldest first: {backfilled:?}");
+    let drained = wait_for(WAIT, "everything committed", || async {
+        let count: serde_json::Value = reqwest::get(forwarder.url("/count")).await.ok()?.json().await.ok()?;
+        (count["count"] == 0 && count["partitions"][0]["committed"] == 1530).then_some(count)
+    })
+    .await;
+    assert!(drained.is_ok(), "the committed offset reached the end: {drained:?}");
+    forwarder.stop().await.expect("stops");
+}

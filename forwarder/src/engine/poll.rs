@@ -1,0 +1,184 @@
+//! The poll thread: librdkafka's calls block and its rebalance callbacks run
+//! inside `poll`, so both readers live on a thread of their own. Each turn
+//! it reads what the live and backfill readers have into the shared state,
+//! carries out what the shared state asks ([`Action`]: pause, resume, seek,
+//! start or stop backfilling), wakes the dispatcher, and commits what is
+//! done every `commit_interval`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cyclops_common::record::RecordHeaders;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::kafka::{Context, add_commit, commit};
+use super::lanes::Action;
+use super::shared::{Accepted, Job, Shared, Tp};
+use crate::metrics as m;
+use crate::schedule::Lane;
+
+/// Longest a poll blocks, so that pauses, resumes and commits are timely.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Records taken from one reader per turn before the dispatcher is woken.
+const BATCH: usize = 256;
+const SEEK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The two readers and what the thread knows of the backfill's assignment.
+struct Readers {
+    live: BaseConsumer<Context>,
+    backfill: BaseConsumer,
+    backfilling: HashSet<Tp>,
+}
+
+/// Runs the poll loop until `stop` is set, then commits what is done and
+/// leaves the group.
+pub fn spawn(
+    live: BaseConsumer<Context>,
+    backfill: BaseConsumer,
+    shared: Arc<Shared>,
+    commit_interval: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("kafka-poll".into()).spawn(move || {
+        let mut readers = Readers { live, backfill, backfilling: HashSet::new() };
+        let mut last_commit = Instant::now();
+        while !stop.load(Ordering::Acquire) {
+            let mut woke = read(&readers.live, &shared, Lane::Live, POLL_INTERVAL);
+            if !readers.backfilling.is_empty() {
+                woke |= read(&readers.backfill, &shared, Lane::Backfill, Duration::ZERO);
+            }
+            if woke {
+                shared.wake.notify_one();
+            }
+            readers.apply(shared.lock().take_actions());
+            if last_commit.elapsed() >= commit_interval {
+                commit_done(&readers.live, &shared, CommitMode::Async);
+                last_commit = Instant::now();
+            }
+        }
+        commit_done(&readers.live, &shared, CommitMode::Sync);
+        // Leaving the group revokes every partition (committing again, which
+        // is harmless) so that the others take them over at once.
+        readers.live.unsubscribe();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while readers.live.assignment().is_ok_and(|a| a.count() > 0) && Instant::now() < deadline {
+            if let Some(Err(e)) = readers.live.poll(Duration::from_millis(50)) {
+                tracing::debug!(error = %e, "while leaving the group");
+            }
+        }
+    })
+}
+
+/// Takes up to [`BATCH`] records from `reader` (waiting at most `wait` for
+/// the first); true when something was buffered.
+fn read<C: rdkafka::consumer::ConsumerContext>(
+    reader: &BaseConsumer<C>,
+    shared: &Shared,
+    lane: Lane,
+    wait: Duration,
+) -> bool {
+    let mut woke = false;
+    let mut timeout = wait;
+    for _ in 0..BATCH {
+        match reader.poll(timeout) {
+            Some(Ok(message)) => {
+                woke |= take(shared, &message, lane);
+                timeout = Duration::ZERO;
+            }
+            // Until a first project topic exists, the pattern matches none.
+            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition))) => {
+                tracing::debug!("no project topic yet");
+            }
+            Some(Err(e)) => {
+                metrics::counter!(m::CONSUMER_ERRORS).increment(1);
+                tracing::warn!(error = %e, ?lane, "kafka consumer error");
+            }
+            None => break,
+        }
+    }
+    woke
+}
+
+/// Hands one record to the shared state; true when it was buffered.
+fn take(shared: &Shared, message: &BorrowedMessage<'_>, lane: Lane) -> bool {
+    let job = Job {
+        topic: Arc::from(message.topic()),
+        partition: message.partition(),
+        offset: message.offset(),
+        project: 0,
+        timestamp_ms: message.timestamp().to_millis(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+        headers: message.headers().map(rdkafka::message::BorrowedHeaders::detach),
+        record: RecordHeaders::from_kafka(message.headers()).map_err(|e| e.to_string()),
+        generation: 0,
+        backoff: None,
+    };
+    match shared.lock().accept(job, lane) {
+        Accepted::Buffered => true,
+        Accepted::AlreadyDone => {
+            metrics::counter!(m::SKIPPED_DONE).increment(1);
+            false
+        }
+        Accepted::Ignored => false,
+    }
+}
+
+fn one(tp: &Tp, offset: Option<i64>) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    let mut elem = tpl.add_partition(&tp.0, tp.1);
+    if let Some(offset) = offset
+        && elem.set_offset(Offset::Offset(offset)).is_err()
+    {
+        tracing::warn!(offset, "invalid offset");
+    }
+    tpl
+}
+
+impl Readers {
+    fn apply(&mut self, actions: Vec<(Tp, Action)>) {
+        for (tp, action) in actions {
+            let result = match action {
+                Action::PauseLive => self.live.pause(&one(&tp, None)),
+                Action::ResumeLive => self.live.resume(&one(&tp, None)),
+                Action::SeekLive(offset) => self.live.seek(&tp.0, tp.1, Offset::Offset(offset), SEEK_TIMEOUT),
+                Action::BackfillFrom(offset) if self.backfilling.contains(&tp) => {
+                    self.backfill.seek(&tp.0, tp.1, Offset::Offset(offset), SEEK_TIMEOUT)
+                }
+                Action::BackfillFrom(offset) => {
+                    self.backfilling.insert(tp.clone());
+                    self.backfill.incremental_assign(&one(&tp, Some(offset)))
+                }
+                Action::BackfillStop if self.backfilling.remove(&tp) => {
+                    self.backfill.incremental_unassign(&one(&tp, None))
+                }
+                Action::BackfillStop => Ok(()),
+                Action::PauseBackfill if self.backfilling.contains(&tp) => self.backfill.pause(&one(&tp, None)),
+                Action::ResumeBackfill if self.backfilling.contains(&tp) => self.backfill.resume(&one(&tp, None)),
+                Action::PauseBackfill | Action::ResumeBackfill => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(topic = %tp.0, partition = tp.1, ?action, error = %e, "kafka reader action failed");
+            }
+        }
+    }
+}
+
+fn commit_done(consumer: &BaseConsumer<Context>, shared: &Shared, mode: CommitMode) {
+    let commits = shared.lock().commits();
+    if commits.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (tp, offset, meta) in &commits {
+        add_commit(&mut tpl, tp, *offset, meta);
+    }
+    commit(consumer, &tpl, mode);
+}
