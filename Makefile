@@ -1,7 +1,7 @@
 # The two commands a newcomer needs:
 #   make run    set up what is missing, start the stack, run both services (Ctrl-C stops them)
 #   make test   set up what is missing, start the stack, run the whole test suite
-.PHONY: run test bench stack-up stack-down stack-status lint fmt build
+.PHONY: run test bench bench-forwarder stack-up stack-down stack-status lint fmt build
 
 CARGO ?= cargo
 
@@ -16,6 +16,10 @@ test: stack-up
 # Load benchmark of ingest (prints a table; not part of `make test`).
 bench: stack-up
 	$(CARGO) bench -p cyclops-ingest --bench load
+
+# Delivery benchmark of the forwarder (prints a table; not part of `make test`).
+bench-forwarder: stack-up
+	$(CARGO) bench -p cyclops-forwarder --bench deliver
 
 stack-up:
 	@bash stack/stack.sh up

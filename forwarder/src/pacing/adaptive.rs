@@ -8,14 +8,19 @@
 //! - overload, or latency above the baseline by more than
 //!   `rtt_deviation_scale` standard deviations → `limit × decrease_ratio`
 //!   (at least `min`);
-//! - else, when the limit was reached, latency stayed at the baseline, and
-//!   the requests queued at Sentry — estimated as in TCP Vegas,
-//!   `limit × (1 − rtt_min / rtt)` with `rtt_min` the lowest recent window —
-//!   number at most `max(3, limit / 5)` → `limit + 1` (at most `max`);
+//! - else, when a queue is building at Sentry — as in TCP Vegas, the
+//!   window's latency is more than 10% above `rtt_min`, the lowest recent
+//!   window — → `limit − 1`;
+//! - else, when the limit was reached, latency stayed at the baseline and
+//!   within 5% of `rtt_min` → `limit + 1` (at most `max`);
 //!
 //! and the baseline (an exponentially weighted mean and variance of window
 //! latencies) takes the window in. Throughput therefore rises to what Sentry
-//! can take without raising its latency. A 429 *with* `X-Sentry-Rate-Limits`
+//! can take without raising its latency: the limit settles where at most
+//! about one request in twenty waits at Sentry. `rtt_min` is measured anew
+//! every [`RTT_MIN_WINDOWS`] windows by halving the limit for two windows
+//! (as BBR's ProbeRTT does), so that a Sentry that became slower for good —
+//! or faster — is not judged against a stale floor. A 429 *with* `X-Sentry-Rate-Limits`
 //! is a quota, not a capacity signal: it is [`Signal::Neutral`] here and
 //! holds its project elsewhere.
 
@@ -27,15 +32,18 @@ use super::InvalidPacing;
 
 /// Latency within this share of the baseline counts as "at the baseline".
 const LATENCY_TOLERANCE: f64 = 0.02;
-/// Windows after which the lowest latency seen is forgotten, so that a
-/// Sentry that became slower for good is measured anew.
-const RTT_MIN_WINDOWS: u32 = 500;
+/// Windows after which the lowest latency is measured anew.
+pub const RTT_MIN_WINDOWS: u32 = 100;
+/// Windows a re-measurement lasts: one for the queue to drain, one to measure.
+const PROBE_WINDOWS: u32 = 2;
 
-/// Requests allowed to queue at Sentry before growth stops (the Vegas guard):
-/// without it the baseline drifts up with the queue it causes.
-fn queue_allowance(limit: u32) -> f64 {
-    (f64::from(limit) / 5.0).max(3.0)
-}
+/// Growth stops once a window's latency is this share above the lowest
+/// recent one (the Vegas guard: requests then wait in Sentry's queue, and
+/// more in flight would only wait longer), and the limit shrinks by one past
+/// twice it. Without it the baseline drifts up with the queue it causes. 5%
+/// keeps the requests that wait to about one in twenty, so the 90th
+/// percentile stays at the unloaded latency.
+const QUEUE_TOLERANCE: f64 = 0.05;
 
 /// Parameters; [`AdaptiveParams::default`] documents the defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +148,8 @@ pub struct AdaptiveLimit {
     baseline: Option<EwmaVar>,
     /// The lowest window latency lately, in seconds, and its age in windows.
     rtt_min: Option<(f64, u32)>,
+    /// While `rtt_min` is measured anew: the limit to restore, windows left.
+    probe: Option<(u32, u32)>,
     window: Window,
     window_end: Option<Instant>,
 }
@@ -153,6 +163,7 @@ impl AdaptiveLimit {
             in_flight: 0,
             baseline: None,
             rtt_min: None,
+            probe: None,
             window: Window::default(),
             window_end: None,
         })
@@ -219,6 +230,49 @@ impl AdaptiveLimit {
     fn close_window(&mut self, now: Instant) {
         let window = std::mem::take(&mut self.window);
         let current = (window.rtt_count > 0).then(|| window.rtt_sum / f64::from(window.rtt_count));
+        if let Some((restore, left)) = self.probe {
+            self.probe_window(restore, left, current, window.overload);
+        } else {
+            self.adjust(&window, current);
+        }
+        if let Some(rtt) = current {
+            let base = self.baseline.get_or_insert(EwmaVar { mean: rtt, var: 0.0 });
+            base.update(self.params.ewma_alpha, rtt);
+            self.rtt_min = match self.rtt_min {
+                Some((min, age)) if rtt >= min => Some((min, age + 1)),
+                _ => Some((rtt, 0)),
+            };
+        }
+        if self.probe.is_none()
+            && self.rtt_min.is_some_and(|(_, age)| age >= RTT_MIN_WINDOWS)
+            && self.limit > self.params.min
+        {
+            self.probe = Some((self.limit, PROBE_WINDOWS));
+            self.limit = (self.limit / 2).max(self.params.min);
+        }
+        let length = self.baseline().unwrap_or(self.params.min_window).max(self.params.min_window);
+        self.window_end = Some(now + length);
+    }
+
+    /// One window of a re-measurement of `rtt_min` at half the limit.
+    fn probe_window(&mut self, restore: u32, left: u32, current: Option<f64>, overload: bool) {
+        if left > 1 {
+            self.probe = Some((restore, left - 1));
+            return;
+        }
+        self.probe = None;
+        // The last window, its queue drained, is the new floor.
+        if let Some(rtt) = current {
+            self.rtt_min = Some((rtt, 0));
+        }
+        self.limit = if overload {
+            ((f64::from(restore) * self.params.decrease_ratio).floor() as u32).max(self.params.min)
+        } else {
+            restore
+        };
+    }
+
+    fn adjust(&mut self, window: &Window, current: Option<f64>) {
         match (self.baseline, current) {
             (_, _) if window.overload => self.decrease(),
             (Some(base), Some(rtt)) => {
@@ -227,12 +281,13 @@ impl AdaptiveLimit {
                 let tolerance = base.mean * LATENCY_TOLERANCE;
                 let threshold = (base.var.max(0.0).sqrt() * self.params.rtt_deviation_scale).max(tolerance);
                 let rtt_min = self.rtt_min.map_or(rtt, |(min, _)| min.min(rtt));
-                let queued = f64::from(self.limit) * (1.0 - rtt_min / rtt.max(f64::EPSILON));
                 if rtt > base.mean + threshold {
                     self.decrease();
+                } else if rtt > rtt_min * (1.0 + 2.0 * QUEUE_TOLERANCE) {
+                    self.limit = self.limit.saturating_sub(1).max(self.params.min);
                 } else if window.reached_limit
                     && rtt <= base.mean + tolerance
-                    && queued <= queue_allowance(self.limit)
+                    && rtt <= rtt_min * (1.0 + QUEUE_TOLERANCE)
                     && self.limit < self.params.max
                 {
                     self.limit += 1;
@@ -244,16 +299,6 @@ impl AdaptiveLimit {
                 }
             }
         }
-        if let Some(rtt) = current {
-            let base = self.baseline.get_or_insert(EwmaVar { mean: rtt, var: 0.0 });
-            base.update(self.params.ewma_alpha, rtt);
-            self.rtt_min = match self.rtt_min {
-                Some((min, age)) if rtt >= min && age < RTT_MIN_WINDOWS => Some((min, age + 1)),
-                _ => Some((rtt, 0)),
-            };
-        }
-        let length = self.baseline().unwrap_or(self.params.min_window).max(self.params.min_window);
-        self.window_end = Some(now + length);
     }
 }
 
@@ -305,8 +350,23 @@ mod tests {
         let mut ctl = limit();
         let (_, seen) = drive(&mut ctl, Instant::now(), 200, knee);
         let settled = &seen[100..];
-        let (low, high) = (settled.iter().min().copied().unwrap_or(0), settled.iter().max().copied().unwrap_or(0));
-        assert!(low >= 5 && high <= 12, "stays near the knee of 8: {low}..={high}");
+        let near = settled.iter().filter(|l| (6..=10).contains(*l)).count();
+        assert!(near * 10 >= settled.len() * 9, "stays near the knee of 8 (but while re-measuring): {settled:?}");
+        assert!(settled.iter().all(|&l| l <= 12), "{settled:?}");
+    }
+
+    #[test]
+    fn stays_at_the_capacity_of_a_server_that_queues_past_it() {
+        // 16 served at once; more wait their turn, so latency grows with the excess.
+        let queueing = |limit: u32| Duration::from_millis(20).mul_f64((f64::from(limit) / 16.0).max(1.0));
+        let mut ctl = limit();
+        let (_, seen) = drive(&mut ctl, Instant::now(), 300, queueing);
+        let settled = &seen[150..];
+        let at_capacity = settled.iter().filter(|l| (16..=17).contains(*l)).count();
+        // Off it: a one-window overshoot to 18 (answers lag a window) and the
+        // re-measurement of the floor at half the limit every RTT_MIN_WINDOWS windows.
+        assert!(at_capacity * 10 >= settled.len() * 9, "at the capacity of 16, one waiting at most: {settled:?}");
+        assert!(settled.iter().all(|&l| l <= 18), "{settled:?}");
     }
 
     #[test]

@@ -49,6 +49,11 @@ async fn wait_delivered(sentry: &FakeSentry, expected: &HashSet<(u64, usize)>) -
     }
 }
 
+/// A forwarder's `/count`, when it answers.
+async fn count_of(url: &str) -> Option<serde_json::Value> {
+    reqwest::get(url).await.ok()?.json().await.ok()
+}
+
 fn all(project: u64, count: usize) -> HashSet<(u64, usize)> {
     (0..count).map(|n| (project, n)).collect()
 }
@@ -146,7 +151,7 @@ async fn count_reports_the_backlog_and_sentrys_latency() {
     produce_backlog(&config.kafka.topic_prefix, 11, KEY, 30, 1).await.expect("backlog");
     let forwarder = spawn_forwarder(config).await.expect("forwarder");
     let count = wait_for(WAIT, "a backlog of 30 in /count", || async {
-        let count: serde_json::Value = reqwest::get(forwarder.url("/count")).await.ok()?.json().await.ok()?;
+        let count = count_of(&forwarder.url("/count")).await?;
         (count["count"] == 30).then_some(count)
     })
     .await
@@ -156,7 +161,7 @@ async fn count_reports_the_backlog_and_sentrys_latency() {
     assert!(count["oldest_pending_age_secs"].as_f64().is_some());
     sentry.clear_rules();
     let done = wait_for(WAIT, "an empty backlog", || async {
-        let count: serde_json::Value = reqwest::get(forwarder.url("/count")).await.ok()?.json().await.ok()?;
+        let count = count_of(&forwarder.url("/count")).await?;
         (count["count"] == 0 && count["processed"] == 30).then_some(count)
     })
     .await
@@ -215,10 +220,7 @@ async fn two_forwarders_share_the_partitions_and_one_survives_the_other() {
     let b = ForwarderProcess::start(&config).await.expect("b");
     let owned = |f: &ForwarderProcess| {
         let url = f.url("/count");
-        async move {
-            let count: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
-            Some(count["partitions"].as_array()?.len())
-        }
+        async move { Some(count_of(&url).await?["partitions"].as_array()?.len()) }
     };
     let shared = wait_for(WAIT, "both forwarders owning partitions", || async {
         let (x, y) = (owned(&a).await?, owned(&b).await?);
@@ -341,7 +343,7 @@ async fn a_deep_backlog_jumps_to_the_newest_events_and_backfills_the_rest() {
     produce_backlog(&prefix, 16, KEY, 1500, 1).await.expect("backlog");
     let forwarder = spawn_forwarder(config).await.expect("forwarder");
     wait_for(WAIT, "the jump", || async {
-        let count: serde_json::Value = reqwest::get(forwarder.url("/count")).await.ok()?.json().await.ok()?;
+        let count = count_of(&forwarder.url("/count")).await?;
         (count["partitions"][0]["backfill_gaps"] == 1).then_some(())
     })
     .await
@@ -358,7 +360,7 @@ async fn a_deep_backlog_jumps_to_the_newest_events_and_backfills_the_rest() {
     let backfilled: Vec<usize> = order[head..].iter().copied().filter(|&n| n < 1000).take(20).collect();
     assert!(backfilled.windows(2).all(|w| w[0] < w[1]), "the backfill drains oldest first: {backfilled:?}");
     let drained = wait_for(WAIT, "everything committed", || async {
-        let count: serde_json::Value = reqwest::get(forwarder.url("/count")).await.ok()?.json().await.ok()?;
+        let count = count_of(&forwarder.url("/count")).await?;
         (count["count"] == 0 && count["partitions"][0]["committed"] == 1530).then_some(count)
     })
     .await;

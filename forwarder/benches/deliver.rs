@@ -1,0 +1,353 @@
+//! Delivery benchmark of `cyclops-forwarder` (not a test: it prints numbers
+//! and asserts nothing). Run with `make bench-forwarder`.
+//!
+//! The forwarder runs as its own process pinned to core 0, against the real
+//! Kafka; this program (on core 1) writes the backlogs and plays Sentry: a
+//! fake upstream that answers each request after a set latency and, when
+//! capped, serves at most 16 requests at once (the rest wait, as at a
+//! saturated Sentry). It measures, after a warm-up:
+//!
+//! - delivered events/s and the latency the upstream gave (arrival to
+//!   answer, waiting included) with `adaptive` and with `cyclops` pacing,
+//!   at 20 ms and 200 ms;
+//! - the rate against an instant upstream, per core of forwarder CPU time;
+//! - the forwarder's peak RSS while a backlog of one million events waits.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use cyclops_common::config::{Config, PacingMode};
+use cyclops_common::record::{RecordHeaders, topic_name};
+use hdrhistogram::Histogram;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::Semaphore;
+
+const KEY: &str = "bef0bef0bef0bef0bef0bef0bef0bef0";
+const PROJECT: u64 = 1;
+const CAPACITY: usize = 16;
+/// Partitions of the backlog's topic (ingest's default).
+const PARTITIONS: i32 = 4;
+
+fn brokers() -> String {
+    format!("127.0.0.1:{}", std::env::var("KAFKA_PORT").unwrap_or_else(|_| "9092".into()))
+}
+
+/// What the fake upstream saw.
+struct Upstream {
+    latency: Duration,
+    slots: Option<Semaphore>,
+    answered: AtomicU64,
+    /// Arrival to answer, µs.
+    seen: Mutex<Histogram<u64>>,
+}
+
+async fn answer(State(up): State<Arc<Upstream>>) -> &'static str {
+    let arrived = Instant::now();
+    let _slot = match &up.slots {
+        Some(slots) => slots.acquire().await.ok(),
+        None => None,
+    };
+    if !up.latency.is_zero() {
+        tokio::time::sleep(up.latency).await;
+    }
+    up.answered.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut seen) = up.seen.lock() {
+        seen.saturating_record(arrived.elapsed().as_micros() as u64);
+    }
+    "{}"
+}
+
+async fn start_upstream(latency: Duration, capped: bool) -> (String, Arc<Upstream>) {
+    let up = Arc::new(Upstream {
+        latency,
+        slots: capped.then(|| Semaphore::new(CAPACITY)),
+        answered: AtomicU64::new(0),
+        // 1 µs to 10 min, 3 significant figures.
+        seen: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram")),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = Router::new().fallback(answer).with_state(up.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, up)
+}
+
+/// A small gzipped store event, as ingest stores it.
+fn body(n: usize) -> Vec<u8> {
+    let json = format!(
+        r#"{{"event_id":"{}","platform":"python","level":"error","exception":{{"values":[{{"type":"ZeroDivisionError","value":"division by zero ({n})","stacktrace":{{"frames":[{{"filename":"app/views.py","function":"checkout","lineno":42}},{{"filename":"app/cart.py","function":"total","lineno":7}}]}}}}]}},"tags":{{"route":"/checkout"}}}}"#,
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(json.as_bytes()).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+/// Writes `count` events to the project's topic under `prefix`.
+async fn backlog(prefix: &str, count: usize) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("compression.type", "lz4")
+        .create()
+        .expect("producer");
+    let topic = topic_name(prefix, PROJECT);
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin");
+    let new = NewTopic::new(&topic, PARTITIONS, TopicReplication::Fixed(1));
+    for created in admin.create_topics(&[new], &AdminOptions::new()).await.expect("create topic") {
+        created.expect("topic created");
+    }
+    let bodies: Vec<Vec<u8>> = (0..256).map(body).collect();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    use futures::StreamExt;
+    for n in 0..count {
+        let event_id = uuid::Uuid::new_v4().simple().to_string();
+        let headers = RecordHeaders {
+            method: "POST".into(),
+            path: format!("/api/{PROJECT}/store/"),
+            query: None,
+            content_type: Some("application/json".into()),
+            content_encoding: Some("gzip".into()),
+            auth: Some(format!("Sentry sentry_version=7, sentry_key={KEY}")),
+            event_id: event_id.clone(),
+            project_id: PROJECT,
+            received_at_ms: 0,
+            client_ip: Some("127.0.0.1".into()),
+            user_agent: Some("sentry.python/2.19.0".into()),
+        };
+        let record =
+            FutureRecord::to(&topic).key(&event_id).payload(&bodies[n % bodies.len()]).headers(headers.to_kafka());
+        // Enqueued at once: the future only waits for Kafka's acknowledgement.
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).expect("enqueued"));
+        if pending.len() >= 50_000 {
+            while pending.len() > 25_000 {
+                pending.next().await.expect("pending").expect("delivery future").expect("produced");
+            }
+        }
+    }
+    while let Some(sent) = pending.next().await {
+        sent.expect("delivery future").expect("produced");
+    }
+}
+
+/// CPU seconds the process has used (user + system).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn memory_mib(pid: u32, key: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+struct Forwarder {
+    child: tokio::process::Child,
+    pid: u32,
+    _conf: tempfile::NamedTempFile,
+}
+
+async fn start_forwarder(config: &Config) -> Forwarder {
+    let mut conf = tempfile::NamedTempFile::new().expect("temp file");
+    conf.write_all(toml::to_string(config).expect("toml").as_bytes()).expect("write");
+    let program = env!("CARGO_BIN_EXE_cyclops-forwarder");
+    let mut command = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        let mut c = tokio::process::Command::new("taskset");
+        c.args(["-c", "0", program]);
+        c
+    } else {
+        tokio::process::Command::new(program)
+    };
+    let mut child = command
+        .arg("--conf")
+        .arg(conf.path())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("forwarder starts");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let started = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("status endpoints on") {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(tokio::time::timeout(Duration::from_secs(30), started).await.unwrap_or(false), "forwarder started");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let pid = child.id().expect("pid");
+    Forwarder { child, pid, _conf: conf }
+}
+
+fn config(upstream: &str, pacing: PacingMode, concurrency_max: u32) -> Config {
+    let mut config = Config::default();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    config.kafka.brokers = brokers();
+    config.kafka.topic_prefix = format!("bench-{run}-");
+    config.forwarder.group_id = format!("bench-{run}");
+    config.forwarder.bind = std::net::IpAddr::from([127, 0, 0, 1]);
+    config.forwarder.port = 0;
+    config.sentry.base_url = upstream.to_owned();
+    config.forwarder.pacing = pacing;
+    config.forwarder.concurrency_max = concurrency_max;
+    config
+}
+
+struct Row {
+    name: String,
+    rate: f64,
+    per_core: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    rss_mib: f64,
+}
+
+/// Runs one forwarder over a fresh backlog of `events` against an upstream
+/// of `latency` (capped at 16 at once or not); measures for `measure` after `warmup`.
+async fn run(
+    name: &str,
+    pacing: PacingMode,
+    latency: Duration,
+    capped: bool,
+    events: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Row {
+    let (url, up) = start_upstream(latency, capped).await;
+    let config = config(&url, pacing, if capped { 64 } else { 512 });
+    backlog(&config.kafka.topic_prefix, events).await;
+    let mut forwarder = start_forwarder(&config).await;
+    tokio::time::sleep(warmup).await;
+    if let Ok(mut seen) = up.seen.lock() {
+        seen.reset();
+    }
+    let (count0, cpu0, t0) = (up.answered.load(Ordering::Relaxed), cpu_secs(forwarder.pid), Instant::now());
+    tokio::time::sleep(measure).await;
+    let (count1, cpu1, elapsed) = (up.answered.load(Ordering::Relaxed), cpu_secs(forwarder.pid), t0.elapsed());
+    let delivered = (count1 - count0) as f64;
+    let (p50_ms, p90_ms) = up
+        .seen
+        .lock()
+        .map(|s| (s.value_at_quantile(0.5) as f64 / 1000.0, s.value_at_quantile(0.9) as f64 / 1000.0))
+        .unwrap_or_default();
+    let rss_mib = memory_mib(forwarder.pid, "VmHWM:");
+    if count1 as usize >= events {
+        eprintln!("warning: {name}: the backlog ran out during the measurement; the rate is a lower bound");
+    }
+    forwarder.child.kill().await.ok();
+    Row {
+        name: name.to_owned(),
+        rate: delivered / elapsed.as_secs_f64(),
+        per_core: delivered / (cpu1 - cpu0).max(1e-9),
+        p50_ms,
+        p90_ms,
+        rss_mib,
+    }
+}
+
+/// Peak RSS of a forwarder with a backlog of `events` waiting (upstream 200 ms, 16 at once).
+async fn rss_with_backlog(events: usize, watch: Duration) -> (f64, f64, u64) {
+    let (url, up) = start_upstream(Duration::from_millis(200), true).await;
+    let config = config(&url, PacingMode::Adaptive, 64);
+    backlog(&config.kafka.topic_prefix, events).await;
+    let mut forwarder = start_forwarder(&config).await;
+    tokio::time::sleep(watch).await;
+    let (peak, now) = (memory_mib(forwarder.pid, "VmHWM:"), memory_mib(forwarder.pid, "VmRSS:"));
+    forwarder.child.kill().await.ok();
+    (peak, now, up.answered.load(Ordering::Relaxed))
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+fn main() {
+    // `cargo test --all-targets` runs bench targets too, without `--bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("delivery benchmark: skipped (run it with `make bench-forwarder`)");
+        return;
+    }
+    // This program on core 1, the forwarder on core 0.
+    if std::env::var("CYCLOPS_BENCH_PINNED").is_err()
+        && std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
+    {
+        let exe = std::env::current_exe().expect("current exe");
+        let status = std::process::Command::new("taskset")
+            .args(["-c", "1"])
+            .arg(exe)
+            .arg("--bench")
+            .env("CYCLOPS_BENCH_PINNED", "1")
+            .status()
+            .expect("taskset");
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        println!("cyclops-forwarder delivery benchmark: forwarder on core 0, Kafka backlog and fake Sentry on core 1");
+        let ms20 = Duration::from_millis(20);
+        let ms200 = Duration::from_millis(200);
+        let (warm, measure) = (Duration::from_secs(5), Duration::from_secs(10));
+        let rows = vec![
+            run("adaptive, 20 ms, 16 at once", PacingMode::Adaptive, ms20, true, 15_000, warm, measure).await,
+            run("cyclops, 20 ms, 16 at once", PacingMode::Cyclops, ms20, true, 2_000, warm, measure).await,
+            run("adaptive, 200 ms, 16 at once", PacingMode::Adaptive, ms200, true, 2_000, warm, measure).await,
+            run("cyclops, 200 ms, 16 at once", PacingMode::Cyclops, ms200, true, 500, warm, measure).await,
+            run("adaptive, instant upstream", PacingMode::Adaptive, Duration::ZERO, false, 400_000, Duration::from_secs(3), measure)
+                .await,
+        ];
+        let (peak, now, sent) = rss_with_backlog(1_000_000, Duration::from_secs(20)).await;
+        println!();
+        println!("| run | events/s | events/s per forwarder core | upstream p50 ms | upstream p90 ms | peak RSS MiB |");
+        println!("|---|---|---|---|---|---|");
+        for r in &rows {
+            println!(
+                "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |",
+                r.name, r.rate, r.per_core, r.p50_ms, r.p90_ms, r.rss_mib
+            );
+        }
+        println!("| backlog of 1,000,000 events (200 ms, 16 at once; {sent} sent in 20 s) | | | | | {peak:.1} (now {now:.1}) |");
+        let capacity = |latency: f64| CAPACITY as f64 / latency;
+        let (a20, c20, a200, c200, instant) = (&rows[0], &rows[1], &rows[2], &rows[3], &rows[4]);
+        println!();
+        println!(
+            "targets: adaptive >= 90% of capacity (20 ms: {:.0}% {}; 200 ms: {:.0}% {}); upstream p90 <= 1.2x unloaded, i.e. cyclops's one-at-a-time p50 (20 ms: {:.2}x {}; 200 ms: {:.2}x {}); \
+             adaptive >= 10x cyclops (20 ms: {:.1}x {}; 200 ms: {:.1}x {}); instant >= 20000/s per core ({:.0} {}); RSS <= 150 MiB with 1M waiting ({peak:.0} {})",
+            100.0 * a20.rate / capacity(0.02),
+            verdict(a20.rate >= 0.9 * capacity(0.02)),
+            100.0 * a200.rate / capacity(0.2),
+            verdict(a200.rate >= 0.9 * capacity(0.2)),
+            a20.p90_ms / c20.p50_ms,
+            verdict(a20.p90_ms <= 1.2 * c20.p50_ms),
+            a200.p90_ms / c200.p50_ms,
+            verdict(a200.p90_ms <= 1.2 * c200.p50_ms),
+            a20.rate / c20.rate.max(1e-9),
+            verdict(a20.rate >= 10.0 * c20.rate),
+            a200.rate / c200.rate.max(1e-9),
+            verdict(a200.rate >= 10.0 * c200.rate),
+            instant.per_core,
+            verdict(instant.per_core >= 20_000.0),
+            verdict(peak <= 150.0),
+        );
+    });
+}
