@@ -69,13 +69,23 @@ impl<T> PartitionQueue<T> {
         self.live.len() + self.backfill.len() + self.retries.len()
     }
 
-    fn ready(&self, now: Instant) -> bool {
-        !self.live.is_empty() || !self.backfill.is_empty() || self.retries.peek().is_some_and(|Reverse(r)| r.at <= now)
+    fn retry_due(&self, now: Instant) -> bool {
+        self.retries.peek().is_some_and(|Reverse(r)| r.at <= now)
     }
 
-    fn pop(&mut self, now: Instant, newest_first: bool, backfill_every: u64) -> Option<T> {
-        if self.retries.peek().is_some_and(|Reverse(r)| r.at <= now) {
+    /// With `retry_cap` events waiting to be retried, only those go (when
+    /// due): a Sentry failing for long must not move the whole backlog
+    /// into the retry queue, in memory.
+    fn ready(&self, now: Instant, retry_cap: usize) -> bool {
+        self.retry_due(now) || (self.retries.len() < retry_cap && (!self.live.is_empty() || !self.backfill.is_empty()))
+    }
+
+    fn pop(&mut self, now: Instant, newest_first: bool, backfill_every: u64, retry_cap: usize) -> Option<T> {
+        if self.retry_due(now) {
             return self.retries.pop().map(|Reverse(r)| r.item);
+        }
+        if self.retries.len() >= retry_cap {
+            return None;
         }
         self.picks += 1;
         let oldest_turn = !newest_first || (backfill_every > 0 && self.picks.is_multiple_of(backfill_every));
@@ -106,13 +116,18 @@ pub struct Scheduler<K, T> {
     weights: HashMap<u64, u32>,
     newest_first: bool,
     backfill_every: u64,
+    /// Retries a partition may hold before it sends nothing new.
+    retry_cap: usize,
     seq: u64,
 }
 
 impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
     /// `backfill_every`: with `newest_first`, one pick in this many takes
     /// the oldest event (0 = only when nothing newer is buffered).
-    pub fn new(newest_first: bool, backfill_every: u32, weights: HashMap<u64, u32>) -> Self {
+    ///
+    /// `retry_cap`: once a partition has this many events waiting to be
+    /// retried, it sends only those until fewer wait.
+    pub fn new(newest_first: bool, backfill_every: u32, weights: HashMap<u64, u32>, retry_cap: usize) -> Self {
         Self {
             partitions: HashMap::new(),
             projects: HashMap::new(),
@@ -121,6 +136,7 @@ impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
             weights,
             newest_first,
             backfill_every: u64::from(backfill_every),
+            retry_cap: retry_cap.max(1),
             seq: 0,
         }
     }
@@ -223,6 +239,11 @@ impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
         })
     }
 
+    /// Events of `partition` waiting to be retried.
+    pub fn retries_len(&self, partition: &K) -> usize {
+        self.partitions.get(partition).map_or(0, |q| q.retries.len())
+    }
+
     /// Events buffered, in all.
     pub fn total_buffered(&self) -> usize {
         self.partitions.values().map(PartitionQueue::len).sum()
@@ -242,7 +263,7 @@ impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
         if p.held_until.is_some_and(|u| u > now) {
             return false;
         }
-        p.partitions.iter().any(|k| self.partitions.get(k).is_some_and(|q| q.ready(now)))
+        p.partitions.iter().any(|k| self.partitions.get(k).is_some_and(|q| q.ready(now, self.retry_cap)))
     }
 
     /// The next event to send at `now`, with its partition; `None` when
@@ -263,14 +284,14 @@ impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
             return None;
         }
         self.credit = self.credit.saturating_sub(1);
-        let (newest_first, backfill_every) = (self.newest_first, self.backfill_every);
+        let (newest_first, backfill_every, retry_cap) = (self.newest_first, self.backfill_every, self.retry_cap);
         let p = self.projects.get_mut(&project)?;
         for _ in 0..p.partitions.len() {
             let key = p.partitions.front()?.clone();
             p.partitions.rotate_left(1);
             if let Some(q) = self.partitions.get_mut(&key)
-                && q.ready(now)
-                && let Some(item) = q.pop(now, newest_first, backfill_every)
+                && q.ready(now, retry_cap)
+                && let Some(item) = q.pop(now, newest_first, backfill_every, retry_cap)
             {
                 return Some((key, item));
             }
@@ -296,7 +317,7 @@ mod tests {
     use super::*;
 
     fn sched(newest_first: bool) -> Scheduler<&'static str, u32> {
-        Scheduler::new(newest_first, 5, HashMap::new())
+        Scheduler::new(newest_first, 5, HashMap::new(), 1000)
     }
 
     fn drain(s: &mut Scheduler<&'static str, u32>, now: Instant) -> Vec<(&'static str, u32)> {
@@ -321,7 +342,7 @@ mod tests {
 
     #[test]
     fn weights_give_a_larger_share() {
-        let mut s: Scheduler<&str, u32> = Scheduler::new(false, 5, HashMap::from([(1, 3)]));
+        let mut s: Scheduler<&str, u32> = Scheduler::new(false, 5, HashMap::from([(1, 3)]), 1000);
         let now = Instant::now();
         for i in 0..30 {
             s.push(&"a", 1, Lane::Live, i);
@@ -399,6 +420,20 @@ mod tests {
     }
 
     #[test]
+    fn a_full_retry_queue_stops_fresh_sends() {
+        let mut s: Scheduler<&str, u32> = Scheduler::new(false, 5, HashMap::new(), 2);
+        let now = Instant::now();
+        s.retry_at(&"p", 1, 1, now + Duration::from_secs(1));
+        s.push(&"p", 1, Lane::Live, 3);
+        assert_eq!(s.next(now), Some(("p", 3)), "one retry waiting: fresh events still go");
+        s.retry_at(&"p", 1, 3, now + Duration::from_secs(1));
+        s.push(&"p", 1, Lane::Live, 4);
+        assert_eq!(s.next(now), None, "two waiting: nothing new until they went");
+        let later = now + Duration::from_secs(1);
+        assert_eq!(drain(&mut s, later), vec![("p", 1), ("p", 3), ("p", 4)]);
+    }
+
+    #[test]
     fn a_removed_partition_drops_its_events() {
         let mut s = sched(false);
         let now = Instant::now();
@@ -418,7 +453,7 @@ mod tests {
             pushes in proptest::collection::vec((0u64..4, 0u8..3, any::<bool>()), 1..200),
             newest_first in any::<bool>(),
         ) {
-            let mut s: Scheduler<(u64, u8), usize> = Scheduler::new(newest_first, 4, HashMap::new());
+            let mut s: Scheduler<(u64, u8), usize> = Scheduler::new(newest_first, 4, HashMap::new(), 1000);
             let now = Instant::now();
             for (i, &(project, partition, backfill)) in pushes.iter().enumerate() {
                 let lane = if backfill { Lane::Backfill } else { Lane::Live };

@@ -127,16 +127,18 @@ pub async fn produce_backlog(
     count: usize,
     partitions: i32,
 ) -> anyhow::Result<Vec<String>> {
-    produce_backlog_range(prefix, project, key, 0..count, partitions).await
+    produce_backlog_range(prefix, project, key, 0..count, partitions, None).await
 }
 
-/// [`produce_backlog`] for the events numbered `range`.
+/// [`produce_backlog`] for the events numbered `range`, with Kafka
+/// timestamps `timestamp_ms` (Unix ms) when given, else the time of writing.
 pub async fn produce_backlog_range(
     prefix: &str,
     project: u64,
     key: &str,
     range: std::ops::Range<usize>,
     partitions: i32,
+    timestamp_ms: Option<i64>,
 ) -> anyhow::Result<Vec<String>> {
     let count = range.len();
     use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -166,8 +168,11 @@ pub async fn produce_backlog_range(
             user_agent: Some("cyclops-tests".into()),
         };
         let partition = i32::try_from(n).unwrap_or(0) % partitions;
-        let record =
+        let mut record =
             FutureRecord::to(&topic).key(&event_id).payload(&body).partition(partition).headers(headers.to_kafka());
+        if let Some(ms) = timestamp_ms {
+            record = record.timestamp(ms);
+        }
         sends.push(producer.send_result(record).map_err(|(e, _)| e)?);
         bodies.push(body);
     }

@@ -63,8 +63,9 @@ pub struct ForwarderConfig {
     /// Project id → weight in the turns projects take (a project of weight
     /// 3 sends 3 events per turn). Defaults to none (every project 1).
     pub project_weights: BTreeMap<String, u32>,
-    /// Events read ahead per partition; past it, the partition is paused
-    /// and the rest waits in Kafka. Defaults to 1000.
+    /// Events read and not yet done per partition and reader (buffered, in
+    /// flight, waiting for a retry); past it, the reader pauses and the rest
+    /// waits in Kafka. Defaults to 1000.
     pub buffer_events_per_partition: usize,
     /// Milliseconds between offset commits. Defaults to 1000.
     pub commit_interval_ms: u64,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cyclops_common::shutdown::CancellationToken;
+use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -141,7 +142,13 @@ impl Dispatcher {
         let (upstream, tx) = (self.upstream.clone(), tx.clone());
         tokio::spawn(async move {
             let started = Instant::now();
-            let answer = upstream.deliver(&record, job.payload.clone()).await;
+            // A bug that panics must not swallow the answer: the pacer and the
+            // event's offset wait for it.
+            let delivery = std::panic::AssertUnwindSafe(upstream.deliver(&record, job.payload.clone()));
+            let answer = delivery.catch_unwind().await.unwrap_or_else(|_| {
+                tracing::error!(topic = %job.topic, offset = job.offset, "delivery panicked; the event is retried");
+                Answer { outcome: Outcome::Retry("panic"), status: None }
+            });
             // The receiver lives as long as the dispatcher; a send can only
             // fail after it stopped waiting, when nothing is committed anyway.
             tx.send(Done::Answered { job, answer, rtt: started.elapsed() }).ok();

@@ -40,8 +40,15 @@ pub enum Read {
     /// Buffer it; `holes` is a range of offsets skipped over (compacted,
     /// transaction markers, expired) that count as done.
     Take { holes: Option<(i64, i64)> },
-    /// Not this lane's (read before a seek, or past its gap): ignore it.
+    /// Not this lane's (read before a seek): ignore it.
     Stale,
+    /// Past the end of the backfill's gap: ignore it, but the offsets
+    /// skipped over up to the gap's end count as done.
+    Skip { holes: Option<(i64, i64)> },
+    /// The live reader went back below where it was (the log restarted
+    /// lower: topic recreated or truncated): take it and forget what was
+    /// done above.
+    Rewound,
 }
 
 /// The reading state of one partition.
@@ -84,9 +91,18 @@ impl Reading {
         if offset < self.live_floor {
             return Read::Stale;
         }
-        let holes = self.live_next.filter(|&next| offset > next).map(|next| (next, offset));
-        self.live_next = Some(offset + 1);
-        Read::Take { holes }
+        let previous = self.live_next.replace(offset + 1);
+        match previous {
+            Some(next) if offset > next => Read::Take { holes: Some((next, offset)) },
+            Some(next) if offset < next && self.gaps.is_empty() => Read::Rewound,
+            Some(next) if offset < next => {
+                // Below its position but above the floor with gaps pending:
+                // a duplicate on its way; keep the position.
+                self.live_next = Some(next);
+                Read::Stale
+            }
+            _ => Read::Take { holes: None },
+        }
     }
 
     /// The backfill reader delivered `offset`.
@@ -96,8 +112,9 @@ impl Reading {
             return Read::Stale;
         }
         if offset >= end {
+            let next = self.backfill_next.unwrap_or(start);
             self.next_gap(actions);
-            return Read::Stale;
+            return Read::Skip { holes: (next < end).then_some((next, end)) };
         }
         let next = self.backfill_next.unwrap_or(start);
         let holes = (offset > next).then_some((next, offset));
@@ -177,6 +194,8 @@ mod tests {
         assert_eq!(r.live(13), Read::Take { holes: Some((11, 13)) });
         let mut fresh = Reading::new(None);
         assert_eq!(fresh.live(500), Read::Take { holes: None }, "no commit: starts where the first record is");
+        assert_eq!(r.live(5), Read::Rewound, "the log restarted lower");
+        assert_eq!(r.live(6), Read::Take { holes: None });
     }
 
     #[test]
@@ -196,6 +215,9 @@ mod tests {
         assert_eq!(actions, vec![Action::BackfillStop], "gap drained");
         assert_eq!(r.gaps(), 0);
         assert_eq!(r.backfill(1000, &mut actions), Read::Stale, "the live lane's");
+        let mut tail = Reading::new(Some(0));
+        tail.maybe_jump(1000, 100, 0, &mut actions);
+        assert_eq!(tail.backfill(1005, &mut actions), Read::Skip { holes: Some((0, 1000)) }, "gap gone (retention)");
     }
 
     #[test]

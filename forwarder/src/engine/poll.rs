@@ -51,13 +51,16 @@ pub fn spawn(
         let mut last_commit = Instant::now();
         while !stop.load(Ordering::Acquire) {
             let mut woke = read(&readers.live, &shared, Lane::Live, POLL_INTERVAL);
+            // What the live read and its callbacks asked for goes first: a
+            // revoked partition leaves the backfill reader before it is read.
+            readers.apply(&shared);
             if !readers.backfilling.is_empty() {
                 woke |= read(&readers.backfill, &shared, Lane::Backfill, Duration::ZERO);
+                readers.apply(&shared);
             }
             if woke {
                 shared.wake.notify_one();
             }
-            readers.apply(shared.lock().take_actions());
             if last_commit.elapsed() >= commit_interval {
                 commit_done(&readers.live, &shared, CommitMode::Async);
                 last_commit = Instant::now();
@@ -143,7 +146,10 @@ fn one(tp: &Tp, offset: Option<i64>) -> TopicPartitionList {
 }
 
 impl Readers {
-    fn apply(&mut self, actions: Vec<(Tp, Action)>) {
+    /// Carries out what the shared state asks; the lock is not held meanwhile
+    /// (a seek can block).
+    fn apply(&mut self, shared: &Shared) {
+        let actions = shared.lock().take_actions();
         for (tp, action) in actions {
             let result = match action {
                 Action::PauseLive => self.live.pause(&one(&tp, None)),
@@ -154,7 +160,10 @@ impl Readers {
                 }
                 Action::BackfillFrom(offset) => {
                     self.backfilling.insert(tp.clone());
-                    self.backfill.incremental_assign(&one(&tp, Some(offset)))
+                    // Resumed too: it may have been paused under an earlier gap.
+                    self.backfill
+                        .incremental_assign(&one(&tp, Some(offset)))
+                        .and_then(|()| self.backfill.resume(&one(&tp, None)))
                 }
                 Action::BackfillStop if self.backfilling.remove(&tp) => {
                     self.backfill.incremental_unassign(&one(&tp, None))

@@ -154,7 +154,7 @@ impl Inner {
         let offsets = committed.map(|(offset, meta)| PartitionOffsets::from_commit(offset, meta));
         self.sched.remove_partition(&tp);
         self.parts.insert(
-            tp,
+            tp.clone(),
             Partition {
                 project,
                 generation: self.next_generation,
@@ -165,6 +165,9 @@ impl Inner {
                 committed: committed.map(|(o, m)| (o, m.to_owned())),
             },
         );
+        // A partition paused under an earlier assignment may still be.
+        self.actions.retain(|(t, _)| t != &tp);
+        self.actions.push((tp, Action::ResumeLive));
     }
 
     /// A partition was revoked: forgets it and what it buffered, and
@@ -194,13 +197,33 @@ impl Inner {
             Lane::Backfill => part.reading.backfill(job.offset, &mut actions),
         };
         self.actions.extend(actions.into_iter().map(|a| (tp.clone(), a)));
-        let Read::Take { holes } = read else { return Accepted::Ignored };
+        let holes = match read {
+            Read::Take { holes } => holes,
+            Read::Rewound => {
+                // The log restarted below the commit (topic recreated,
+                // truncated): what was done there says nothing about this.
+                tracing::warn!(topic = %tp.0, partition = tp.1, offset = job.offset, "partition rewound; reading it from there");
+                part.offsets = Some(PartitionOffsets::new(job.offset));
+                None
+            }
+            Read::Skip { holes } => {
+                if let (Some(offsets), Some((start, end))) = (part.offsets.as_mut(), holes) {
+                    offsets.mark_range_done(start, end);
+                }
+                return Accepted::Ignored;
+            }
+            Read::Stale => return Accepted::Ignored,
+        };
         let offsets = part.offsets.get_or_insert_with(|| PartitionOffsets::new(job.offset));
         if let Some((start, end)) = holes {
             offsets.mark_range_done(start, end);
         }
         if offsets.is_done(job.offset) {
             return Accepted::AlreadyDone;
+        }
+        // Read again after a seek while it is still on its way: once is enough.
+        if part.outstanding.contains_key(&job.offset) {
+            return Accepted::Ignored;
         }
         job.generation = part.generation;
         job.project = part.project;
@@ -211,12 +234,20 @@ impl Inner {
         Accepted::Buffered
     }
 
-    /// Pauses or resumes `tp`'s readers for how full its lanes are.
+    /// Pauses or resumes `tp`'s readers for how full its lanes are. The
+    /// live reader counts every event read and not done that is not in the
+    /// backfill lane — in flight, waiting to be retried or dead-lettered —
+    /// so that a failing Sentry cannot draw the backlog into memory.
     fn flow(&mut self, tp: &Tp) {
-        let (live, backfill) = (self.sched.lane_len(tp, Lane::Live), self.sched.lane_len(tp, Lane::Backfill));
+        let backfill = self.sched.lane_len(tp, Lane::Backfill);
+        let cap = self.buffer_cap;
         if let Some(part) = self.parts.get_mut(tp) {
+            let total = part.outstanding.len();
+            let live = total.saturating_sub(backfill);
+            // Past twice the buffer in all, the backfill reader waits too.
+            let backfill = if total >= 2 * cap { cap } else { backfill };
             let mut actions = Vec::new();
-            part.reading.flow(live, backfill, self.buffer_cap, &mut actions);
+            part.reading.flow(live, backfill, cap, &mut actions);
             self.actions.extend(actions.into_iter().map(|a| (tp.clone(), a)));
         }
     }
@@ -262,13 +293,15 @@ impl Inner {
 
     /// `job` is done for good (delivered or dead-lettered).
     pub fn done(&mut self, job: &Job) {
-        if let Some(part) = self.parts.get_mut(&job.tp())
+        let tp = job.tp();
+        if let Some(part) = self.parts.get_mut(&tp)
             && part.generation == job.generation
         {
             part.outstanding.remove(&job.offset);
             if let Some(offsets) = part.offsets.as_mut() {
                 offsets.mark_done(job.offset);
             }
+            self.flow(&tp);
         }
     }
 

@@ -46,7 +46,9 @@ pub fn parse_rate_limits(header: &str) -> Vec<RateLimit> {
                 .map(str::to_owned)
                 .collect();
             let scope = fields.next().unwrap_or_default().trim().to_owned();
-            Some(RateLimit { retry_after: Duration::from_secs_f64(seconds.ceil()), categories, scope })
+            // Absurdly long limits saturate; callers clamp to their own maximum.
+            let retry_after = Duration::try_from_secs_f64(seconds.ceil()).unwrap_or(Duration::MAX);
+            Some(RateLimit { retry_after, categories, scope })
         })
         .collect()
 }
@@ -56,7 +58,8 @@ pub fn parse_rate_limits(header: &str) -> Vec<RateLimit> {
 pub fn parse_retry_after(header: &str, now: SystemTime) -> Option<Duration> {
     let value = header.trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.ceil()));
+        return (seconds.is_finite() && seconds >= 0.0)
+            .then(|| Duration::try_from_secs_f64(seconds.ceil()).unwrap_or(Duration::MAX));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -115,6 +118,8 @@ mod tests {
         assert!(all[0].covers("error") && all[0].covers("anything"), "no category means all");
         assert!(parse_rate_limits("garbage, :error:key, -5:error:key").is_empty());
         assert_eq!(parse_rate_limits("1.2:error:key")[0].retry_after, Duration::from_secs(2), "rounded up");
+        assert_eq!(parse_rate_limits("1e30::org")[0].retry_after, Duration::MAX, "saturates, never panics");
+        assert_eq!(parse_retry_after("1e30", SystemTime::now()), Some(Duration::MAX));
     }
 
     #[test]

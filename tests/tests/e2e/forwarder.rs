@@ -290,11 +290,12 @@ async fn replay_delivers_again_from_a_point_in_time() {
     let sentry = FakeSentry::start().await.expect("fake sentry");
     let config = config(&sentry);
     let prefix = config.kafka.topic_prefix.clone();
-    produce_backlog_range(&prefix, 15, KEY, 0..5, 2).await.expect("older events");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let since = std::time::SystemTime::now();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    produce_backlog_range(&prefix, 15, KEY, 5..10, 2).await.expect("newer events");
+    let now = std::time::SystemTime::now();
+    let minute_ago = now - Duration::from_secs(60);
+    let ms = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as i64;
+    produce_backlog_range(&prefix, 15, KEY, 0..5, 2, Some(ms(minute_ago))).await.expect("older events");
+    produce_backlog_range(&prefix, 15, KEY, 5..10, 2, None).await.expect("newer events");
+    let since = now - Duration::from_secs(30);
     let forwarder = spawn_forwarder(config.clone()).await.expect("forwarder");
     wait_delivered(&sentry, &all(15, 10)).await;
 
@@ -349,7 +350,7 @@ async fn a_deep_backlog_jumps_to_the_newest_events_and_backfills_the_rest() {
     .await
     .expect("a deep backlog jumps");
     // Fresh events during the incident go before the backlog.
-    cyclops_tests::kafka::produce_backlog_range(&prefix, 16, KEY, 1500..1530, 1).await.expect("fresh events");
+    cyclops_tests::kafka::produce_backlog_range(&prefix, 16, KEY, 1500..1530, 1, None).await.expect("fresh events");
     let requests = wait_delivered(&sentry, &all(16, 1530)).await;
     let order: Vec<usize> = requests.iter().filter_map(tag).map(|(_, n)| n).collect();
     let head = order.iter().position(|&n| (1400..1500).contains(&n)).expect("the newest delivered");
@@ -365,5 +366,30 @@ async fn a_deep_backlog_jumps_to_the_newest_events_and_backfills_the_rest() {
     })
     .await;
     assert!(drained.is_ok(), "the committed offset reached the end: {drained:?}");
+    forwarder.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn a_long_failure_keeps_the_backlog_in_kafka_not_in_memory() {
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    sentry.rule(Rule::path("/api/", 500));
+    let mut config = config(&sentry);
+    config.forwarder.buffer_events_per_partition = 50;
+    config.forwarder.retry_max_ms = 200;
+    produce_backlog(&config.kafka.topic_prefix, 17, KEY, 3000, 1).await.expect("backlog");
+    let forwarder = spawn_forwarder(config).await.expect("forwarder");
+    let url = forwarder.url("/count");
+    let failing = wait_for(WAIT, "a failing Sentry, retried for a while", || async {
+        let count = count_of(&url).await?;
+        let part = &count["partitions"][0];
+        (sentry.requests().len() >= 300 && part["paused"] == true && part["high_watermark"] == 3000).then_some(count)
+    })
+    .await
+    .expect("paused while failing");
+    let buffered = failing["buffered"].as_u64().unwrap_or(u64::MAX);
+    assert!(buffered <= 600, "at most the buffer (and one read batch) in memory, not the backlog of 3000: {buffered}");
+    assert_eq!(failing["count"], 3000, "nothing delivered, nothing lost");
+    sentry.clear_rules();
+    wait_delivered(&sentry, &all(17, 3000)).await;
     forwarder.stop().await.expect("stops");
 }
