@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cyclops_common::config::Config;
-use cyclops_common::record::{project_of_topic, topic_pattern};
+use std::collections::BTreeSet;
+
+use cyclops_common::record::project_of_topic;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
@@ -170,7 +172,8 @@ pub fn backfill_consumer(config: &Config) -> KafkaResult<BaseConsumer> {
         .create()
 }
 
-/// The group's consumer, subscribed to every project topic.
+/// The group's consumer; [`super::poll`] subscribes it to the project
+/// topics ([`project_topics`]).
 pub fn consumer(config: &Config, shared: Arc<Shared>) -> KafkaResult<BaseConsumer<Context>> {
     let context = Context { shared, prefix: config.kafka.topic_prefix.clone() };
     let consumer: BaseConsumer<Context> = ClientConfig::new()
@@ -182,14 +185,42 @@ pub fn consumer(config: &Config, shared: Arc<Shared>) -> KafkaResult<BaseConsume
         .set("session.timeout.ms", config.forwarder.session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (config.forwarder.session_timeout_ms / 5).clamp(100, 3000).to_string())
         .set("partition.assignment.strategy", "cooperative-sticky")
-        // How often the subscription pattern is matched again, so that a
-        // new project's topic is picked up.
         .set("topic.metadata.refresh.interval.ms", (config.forwarder.topic_refresh_secs * 1000).to_string())
         // Read-ahead per partition: the scheduler's buffer is the real one;
         // this only keeps fetches flowing, and bounds memory with many partitions.
         .set("queued.max.messages.kbytes", "4096")
         .set("statistics.interval.ms", "1000")
         .create_with_context(context)?;
-    consumer.subscribe(&[&topic_pattern(&config.kafka.topic_prefix)])?;
     Ok(consumer)
+}
+
+/// How long a look for project topics may take.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The project topics Kafka has now (`{prefix}{project_id}`), or `None`
+/// when the metadata request failed.
+///
+/// The forwarder subscribes to this list, looked up again every
+/// `forwarder.topic_refresh_secs`, rather than to a pattern: librdkafka can
+/// miss a topic that appears while its group is rebalancing (its issue 3008),
+/// and would then not read it until some other topic changed — a project's
+/// events left undelivered for as long. A changed list always makes the
+/// group rebalance.
+pub fn project_topics<C: ConsumerContext>(consumer: &BaseConsumer<C>, prefix: &str) -> Option<BTreeSet<String>> {
+    match consumer.fetch_metadata(None, DISCOVERY_TIMEOUT) {
+        Ok(metadata) => Some(
+            metadata
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| t.name())
+                .filter(|name| project_of_topic(prefix, name).is_some())
+                .map(str::to_owned)
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the project topics; trying again later");
+            None
+        }
+    }
 }

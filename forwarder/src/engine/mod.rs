@@ -60,6 +60,7 @@ pub struct Engine {
     backfill: BaseConsumer,
     dispatcher: Dispatcher,
     commit_interval: Duration,
+    discovery: poll::Discovery,
     status: EngineStatus,
 }
 
@@ -126,6 +127,10 @@ impl Engine {
             backfill,
             dispatcher,
             commit_interval: Duration::from_millis(f.commit_interval_ms),
+            discovery: poll::Discovery {
+                prefix: config.kafka.topic_prefix.clone(),
+                every: Duration::from_secs(f.topic_refresh_secs),
+            },
             status: EngineStatus { shared, latency, view },
         })
     }
@@ -137,9 +142,9 @@ impl Engine {
     /// Runs until the dispatcher's shutdown token is cancelled; then lets
     /// requests in flight finish (bounded), commits and leaves the group.
     pub async fn run(self) -> Result<(), ForwarderError> {
-        let Self { consumer, backfill, dispatcher, commit_interval, status } = self;
+        let Self { consumer, backfill, dispatcher, commit_interval, discovery, status } = self;
         let stop = Arc::new(AtomicBool::new(false));
-        let poller = poll::spawn(consumer, backfill, status.shared.clone(), commit_interval, stop.clone())
+        let poller = poll::spawn(consumer, backfill, status.shared.clone(), commit_interval, discovery, stop.clone())
             .map_err(ForwarderError::Thread)?;
         let shutdown = dispatcher.shutdown.clone();
         let gauges = tokio::spawn(publish_gauges(status.clone(), shutdown));

@@ -5,7 +5,7 @@
 //! start or stop backfilling), wakes the dispatcher, and commits what is
 //! done every `commit_interval`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -35,6 +35,15 @@ struct Readers {
     live: BaseConsumer<Context>,
     backfill: BaseConsumer,
     backfilling: HashSet<Tp>,
+    /// The project topics the group's consumer is subscribed to.
+    subscribed: BTreeSet<String>,
+}
+
+/// Where and how often to look for project topics.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    pub prefix: String,
+    pub every: Duration,
 }
 
 /// Runs the poll loop until `stop` is set, then commits what is done and
@@ -44,12 +53,18 @@ pub fn spawn(
     backfill: BaseConsumer,
     shared: Arc<Shared>,
     commit_interval: Duration,
+    discovery: Discovery,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("kafka-poll".into()).spawn(move || {
-        let mut readers = Readers { live, backfill, backfilling: HashSet::new() };
+        let mut readers = Readers { live, backfill, backfilling: HashSet::new(), subscribed: BTreeSet::new() };
         let mut last_commit = Instant::now();
+        let mut next_discovery = Instant::now();
         while !stop.load(Ordering::Acquire) {
+            if Instant::now() >= next_discovery {
+                readers.discover(&discovery.prefix);
+                next_discovery = Instant::now() + discovery.every;
+            }
             let mut woke = read(&readers.live, &shared, Lane::Live, POLL_INTERVAL);
             // What the live read and its callbacks asked for goes first: a
             // revoked partition leaves the backfill reader before it is read.
@@ -146,6 +161,27 @@ fn one(tp: &Tp, offset: Option<i64>) -> TopicPartitionList {
 }
 
 impl Readers {
+    /// Subscribes the group's consumer to the project topics Kafka has now,
+    /// when they changed (a rebalance follows).
+    fn discover(&mut self, prefix: &str) {
+        let Some(topics) = super::kafka::project_topics(&self.live, prefix) else { return };
+        if topics == self.subscribed {
+            return;
+        }
+        tracing::info!(topics = topics.len(), "project topics changed; subscribing");
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let result = if names.is_empty() {
+            self.live.unsubscribe();
+            Ok(())
+        } else {
+            self.live.subscribe(&names)
+        };
+        match result {
+            Ok(()) => self.subscribed = topics,
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe to the project topics; trying again later"),
+        }
+    }
+
     /// Carries out what the shared state asks; the lock is not held meanwhile
     /// (a seek can block).
     fn apply(&mut self, shared: &Shared) {
