@@ -56,16 +56,6 @@ pub fn project_of_topic(prefix: &str, topic: &str) -> Option<u64> {
     id.parse().ok()
 }
 
-/// A regular expression (librdkafka subscription syntax: a leading `^`)
-/// matching exactly the per-project topics of `prefix`.
-pub fn topic_pattern(prefix: &str) -> String {
-    let escaped: String = prefix
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c.to_string() } else { format!("\\{c}") })
-        .collect();
-    format!("^{escaped}[1-9][0-9]*$")
-}
-
 /// The headers of one record, typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordHeaders {
@@ -209,11 +199,5 @@ mod tests {
         {
             assert_eq!(project_of_topic("cyclops-events-", t), None, "{t}");
         }
-    }
-
-    #[test]
-    fn the_pattern_escapes_the_prefix() {
-        assert_eq!(topic_pattern("cyclops-events-"), "^cyclops-events-[1-9][0-9]*$");
-        assert_eq!(topic_pattern("a.b_"), "^a\\.b_[1-9][0-9]*$");
     }
 }

@@ -70,10 +70,6 @@ impl DeadLetter {
         })
     }
 
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
     async fn ensure_topic(&self) -> Result<(), KafkaError> {
         if self.created.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());

@@ -239,23 +239,9 @@ impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
         })
     }
 
-    /// Events of `partition` waiting to be retried.
-    pub fn retries_len(&self, partition: &K) -> usize {
-        self.partitions.get(partition).map_or(0, |q| q.retries.len())
-    }
-
     /// Events buffered, in all.
     pub fn total_buffered(&self) -> usize {
         self.partitions.values().map(PartitionQueue::len).sum()
-    }
-
-    /// Buffered events per project.
-    pub fn buffered_per_project(&self) -> HashMap<u64, usize> {
-        let mut out = HashMap::new();
-        for q in self.partitions.values() {
-            *out.entry(q.project).or_default() += q.len();
-        }
-        out
     }
 
     fn project_ready(&self, project: u64, now: Instant) -> bool {

@@ -21,9 +21,6 @@ use crate::pacing::breaker::BreakerState;
 use crate::pacing::pacer::{Feedback, Gate, Pacer};
 use crate::upstream::{Answer, Outcome, Upstream};
 
-/// Longest pause between two writes of one record to the dead-letter topic.
-const DEAD_LETTER_RETRY_MAX: Duration = Duration::from_secs(30);
-
 /// What comes back from a delivery task.
 #[derive(Debug)]
 enum Done {
@@ -54,8 +51,10 @@ pub struct Dispatcher {
     pub pacer: Pacer,
     pub upstream: Upstream,
     pub dead_letter: Arc<DeadLetter>,
-    pub retry_initial: Duration,
-    pub retry_max: Duration,
+    /// The retry schedule each failed event starts from (validated at start).
+    pub retry: Backoff,
+    /// The schedule of retried writes to the dead-letter topic.
+    pub dead_letter_retry: Backoff,
     pub latency: Arc<Mutex<LatencyWindow>>,
     pub view: Arc<Mutex<PacingView>>,
     pub shutdown: CancellationToken,
@@ -214,10 +213,7 @@ impl Dispatcher {
             }
             Outcome::Retry(reason) => {
                 metrics::counter!(m::RETRIED, "reason" => reason).increment(1);
-                let (initial, max) = (self.retry_initial, self.retry_max);
-                let backoff = job
-                    .backoff
-                    .get_or_insert_with(|| Backoff::new(initial, max).unwrap_or_else(|_| fallback_backoff()));
+                let backoff = job.backoff.get_or_insert_with(|| self.retry.clone());
                 let delay = backoff.next_delay(fastrand::f64());
                 tracing::debug!(%topic, partition, offset, reason, delay_ms = delay.as_millis() as u64, "sentry cannot take the event now; retrying");
                 self.shared.lock().retry_at(job, now + delay);
@@ -237,7 +233,7 @@ impl Dispatcher {
     /// until Kafka has it (or shutdown): only then is it done.
     fn dead_letter(&self, job: Job, reason: String, status: Option<u16>, tx: &mpsc::UnboundedSender<Done>) {
         let (dead_letter, tx, shutdown) = (self.dead_letter.clone(), tx.clone(), self.shutdown.clone());
-        let mut backoff = Backoff::new(self.retry_initial, DEAD_LETTER_RETRY_MAX.max(self.retry_initial)).ok();
+        let mut backoff = self.dead_letter_retry.clone();
         tokio::spawn(async move {
             loop {
                 match dead_letter.send(&job, &reason, status).await {
@@ -246,7 +242,7 @@ impl Dispatcher {
                         return;
                     }
                     Err(e) => {
-                        let delay = backoff.as_mut().map_or(DEAD_LETTER_RETRY_MAX, |b| b.next_delay(fastrand::f64()));
+                        let delay = backoff.next_delay(fastrand::f64());
                         tracing::error!(topic = %job.topic, offset = job.offset, error = %e, "cannot write to the dead-letter topic; retrying");
                         tokio::select! {
                             () = shutdown.cancelled() => {
@@ -284,10 +280,4 @@ impl Dispatcher {
             };
         }
     }
-}
-
-/// Used only if the configured retry delays were refused, which the
-/// configuration's validation prevents.
-fn fallback_backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(100), Duration::from_secs(30)).expect("valid constant backoff")
 }

@@ -40,11 +40,15 @@ use crate::ForwarderError;
 use crate::deadletter::DeadLetter;
 use crate::metrics as m;
 use crate::pacing::adaptive::{AdaptiveLimit, AdaptiveParams};
+use crate::pacing::backoff::Backoff;
 use crate::pacing::breaker::Breaker;
 use crate::pacing::cyclops::CyclopsPacer;
 use crate::pacing::pacer::Pacer;
 use crate::schedule::Scheduler;
 use crate::upstream::Upstream;
+
+/// Longest pause between two writes of one record to the dead-letter topic.
+const DEAD_LETTER_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Handles for the status endpoints.
 #[derive(Debug, Clone)]
@@ -105,6 +109,7 @@ impl Engine {
                 breaker,
             ),
         };
+        let retry_initial = Duration::from_millis(f.retry_initial_ms);
         let latency = Arc::new(Mutex::new(LatencyWindow::new(f.max_requests_to_average)));
         let view = Arc::new(Mutex::new(PacingView::default()));
         let consumer = kafka::consumer(config, shared.clone())?;
@@ -114,8 +119,8 @@ impl Engine {
             pacer,
             upstream,
             dead_letter,
-            retry_initial: Duration::from_millis(f.retry_initial_ms),
-            retry_max: Duration::from_millis(f.retry_max_ms),
+            retry: Backoff::new(retry_initial, Duration::from_millis(f.retry_max_ms))?,
+            dead_letter_retry: Backoff::new(retry_initial, DEAD_LETTER_RETRY_MAX.max(retry_initial))?,
             latency: latency.clone(),
             view: view.clone(),
             shutdown,

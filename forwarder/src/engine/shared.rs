@@ -183,10 +183,6 @@ impl Inner {
         Some((offsets.commit_offset(), offsets.metadata().0))
     }
 
-    pub fn owns(&self, tp: &Tp) -> bool {
-        self.parts.contains_key(tp)
-    }
-
     /// A record was read by the reader of `lane`.
     pub fn accept(&mut self, mut job: Job, lane: Lane) -> Accepted {
         let tp = job.tp();
