@@ -38,6 +38,18 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A KRaft cluster id: base64url of a random UUID. One that starts with `-`
+/// would be read as a flag by `kafka-storage format` (1 draw in 64), so such
+/// draws are skipped, as Kafka's own `Uuid.randomUuid` does.
+fn cluster_id() -> String {
+    loop {
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
 fn java(libs: &Path) -> Command {
     let mut command = Command::new("java");
     command.arg("-Xms128m").arg("-Xmx384m").arg("-cp").arg(format!("{}/*", libs.display()));
@@ -63,7 +75,7 @@ impl OwnKafka {
                 dir.path().join("data").display()
             ),
         )?;
-        let cluster_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+        let cluster_id = cluster_id();
         let format = java(&libs)
             .args(["kafka.tools.StorageTool", "format", "-t", &cluster_id, "-c"])
             .arg(&props)
