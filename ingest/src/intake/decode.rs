@@ -39,7 +39,7 @@ pub fn legacy_store_body(body: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, Sto
         }
         return Ok(Cow::Owned(decoded));
     }
-    Ok(Cow::Owned(read_bounded(flate2::read::ZlibDecoder::new(decoded.as_slice()), limit, "zlib")?))
+    Ok(Cow::Owned(read_bounded(flate2::bufread::ZlibDecoder::new(decoded.as_slice()), limit, decoded.len(), "zlib")?))
 }
 
 #[cfg(test)]

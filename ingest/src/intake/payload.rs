@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::StoreError;
 use super::decode::{self, Encoding};
 use super::envelope;
-use cyclops_common::fingerprint;
+use cyclops_common::fingerprint::{self, EventId, EventView};
 
 /// Which Sentry form a submission has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +77,45 @@ fn json_object(bytes: &[u8], bad: fn(String) -> StoreError) -> Result<Value, Sto
     }
 }
 
+/// What ingest reads of an event payload.
+struct EventFacts {
+    /// The top-level `event_id` unless absent or `null`, not yet checked.
+    id: Option<Value>,
+    fingerprint: String,
+    /// The parsed event, when reading it needed the full parse.
+    parsed: Option<Value>,
+}
+
+/// Reads an event payload: in one pass over its text when that pass is
+/// exact, else through a full `serde_json::Value` parse, which also words
+/// the errors.
+fn read_event(json: &[u8], bad: fn(String) -> StoreError) -> Result<EventFacts, StoreError> {
+    if let Some(facts) = scan(json) {
+        return Ok(facts);
+    }
+    let event = json_object(json, bad)?;
+    let id = event.get("event_id").filter(|v| !v.is_null()).cloned();
+    Ok(EventFacts { id, fingerprint: fingerprint::of_event(&event), parsed: Some(event) })
+}
+
+/// The one-pass read, or `None` for the full parse to decide: on invalid
+/// UTF-8 or JSON, a non-string event id, and escaped surrogates (serde
+/// skips the fields it does not read without checking those; the full
+/// parse rejects a lone one).
+fn scan(json: &[u8]) -> Option<EventFacts> {
+    let text = std::str::from_utf8(json).ok()?;
+    if text.contains("\\ud") || text.contains("\\uD") {
+        return None;
+    }
+    let view = EventView::of_text(text).ok()?;
+    let id = match &view.event_id {
+        EventId::Missing => None,
+        EventId::Text(id) => Some(Value::String(id.as_ref().to_owned())),
+        EventId::Invalid => return None,
+    };
+    Some(EventFacts { id, fingerprint: fingerprint::of_view(&view), parsed: None })
+}
+
 /// Sets `event_id` in a JSON object.
 fn insert_event_id(event: &mut Value, id: &str) {
     if let Value::Object(map) = event {
@@ -104,12 +143,16 @@ pub fn understand(
 fn read_store(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Understood, StoreError> {
     let decoded = decode::decode(encoding, body, limits.event_bytes)?;
     let json = decode::legacy_store_body(&decoded, limits.event_bytes)?;
-    let mut event = json_object(&json, StoreError::InvalidJson)?;
-    let fingerprint = Some(fingerprint::of_event(&event));
-    let (event_id, rewritten) = match event.get("event_id").filter(|v| !v.is_null()) {
-        Some(id) => (normalise(id, StoreError::InvalidJson)?, None),
+    let facts = read_event(&json, StoreError::InvalidJson)?;
+    let fingerprint = Some(facts.fingerprint);
+    let (event_id, rewritten) = match facts.id {
+        Some(id) => (normalise(&id, StoreError::InvalidJson)?, None),
         None => {
             let id = new_event_id();
+            let mut event = match facts.parsed {
+                Some(event) => event,
+                None => json_object(&json, StoreError::InvalidJson)?,
+            };
             insert_event_id(&mut event, &id);
             let body = serde_json::to_vec(&event).map_err(|e| StoreError::InvalidJson(e.to_string()))?;
             (id, Some(Rewritten { body, query: None }))
@@ -126,22 +169,19 @@ fn read_envelope(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Unde
         Some(item) if item.payload.len() > limits.event_bytes => {
             return Err(StoreError::TooLarge { limit: limits.event_bytes });
         }
-        Some(item) => Some(json_object(item.payload, |e| StoreError::InvalidEnvelope(format!("event item: {e}")))?),
+        Some(item) => Some(read_event(item.payload, |e| StoreError::InvalidEnvelope(format!("event item: {e}")))?),
         None => None,
     };
-    let fingerprint = event.as_ref().map(fingerprint::of_event);
     let dsn = parsed.header_str("dsn").map(str::to_owned);
     // Sentry answers with the id when the header has one, whatever the items.
     let has_event = parsed.needs_event_id() || parsed.header.get("event_id").is_some_and(|v| !v.is_null());
     // The header's id wins over the event item's, as in Sentry.
-    let given = match (
-        parsed.header.get("event_id").filter(|v| !v.is_null()),
-        event.as_ref().and_then(|e| e.get("event_id")),
-    ) {
-        (Some(id), _) => Some(normalise(id, bad)?),
-        (None, Some(id)) if !id.is_null() => Some(normalise(id, bad)?),
-        _ => None,
-    };
+    let given =
+        match (parsed.header.get("event_id").filter(|v| !v.is_null()), event.as_ref().and_then(|e| e.id.as_ref())) {
+            (Some(id), _) | (None, Some(id)) => Some(normalise(id, bad)?),
+            _ => None,
+        };
+    let fingerprint = event.map(|e| e.fingerprint);
     let (event_id, rewritten) = match given {
         Some(id) => (id, None),
         // Nothing keyed by event id: the id only keys the Kafka record.
@@ -239,6 +279,37 @@ mod tests {
         let reparsed = envelope::parse(&stored).expect("still an envelope");
         assert_eq!(reparsed.header_str("event_id"), Some(u.event_id.as_str()));
         assert_eq!(reparsed.event().expect("event").payload, br#"{"message":"m"}"#);
+    }
+
+    #[test]
+    fn the_one_pass_read_agrees_with_the_full_parse() {
+        let body = format!(
+            r#"{{"event_id":"{ID}","exception":{{"values":[{{"type":"E","stacktrace":{{"frames":[{{"filename":"a.py","lineno":3,"vars":{{"x":[1,{{}}]}}}}]}}}}]}}}}"#
+        );
+        let fast = scan(body.as_bytes()).expect("the one-pass read applies");
+        let full: Value = serde_json::from_str(&body).expect("json");
+        assert!(fast.parsed.is_none());
+        assert_eq!(fast.fingerprint, fingerprint::of_event(&full));
+        assert_eq!(fast.id.as_ref(), full.get("event_id"));
+        assert!(scan(br#"{"event_id":7}"#).is_none(), "a bad id is worded by the full parse");
+    }
+
+    #[test]
+    fn what_the_one_pass_read_skips_unchecked_is_still_400() {
+        // With an event id, so that the one-pass read would otherwise take them.
+        let lone_surrogate = format!(r#"{{"event_id":"{ID}","extra":{{"note":"\ud800"}}}}"#).into_bytes();
+        let mut bad_utf8 = format!(r#"{{"event_id":"{ID}","extra":"?"}}"#).into_bytes();
+        let at = bad_utf8.iter().position(|&b| b == b'?').expect("placeholder");
+        bad_utf8[at] = 0xff;
+        for body in [&lone_surrogate, &bad_utf8] {
+            let err = understand(Kind::Store, Encoding::Identity, body, "/", None, LIMITS).expect_err("rejected");
+            assert!(matches!(err, StoreError::InvalidJson(_)), "{err:?}");
+        }
+        let pair = br#"{"message":"\ud83d\ude00"}"#;
+        assert!(
+            understand(Kind::Store, Encoding::Identity, pair, "/", None, LIMITS).is_ok(),
+            "a surrogate pair is fine"
+        );
     }
 
     #[test]

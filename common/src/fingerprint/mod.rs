@@ -20,7 +20,15 @@
 //! name and a 128-bit xxh3 hash in hex, e.g. `exc-frames:5f0c…`; it is stable
 //! across versions of this code unless these rules change.
 
+#[cfg(test)]
+mod oracle;
+mod view;
+
+use std::borrow::Cow;
+
 use serde_json::Value;
+pub use view::{EventId, EventView};
+use view::{Exception, Frame, Message, Template, Thread};
 use xxhash_rust::xxh3::Xxh3;
 
 /// Which rule produced a fingerprint.
@@ -66,119 +74,72 @@ impl Hasher {
     }
 }
 
-fn text(value: Option<&Value>) -> &str {
-    value.and_then(Value::as_str).unwrap_or_default()
+/// The fingerprint of an event payload (parsed JSON).
+pub fn of_event(event: &Value) -> String {
+    of_view(&EventView::of_value(event))
 }
 
-/// The exception values under one key, in any of the forms SDKs used.
-fn exception_list(v: &Value) -> Vec<&Value> {
-    match v {
-        Value::Array(items) => items.iter().collect(),
-        Value::Object(map) => match map.get("values") {
-            Some(Value::Array(items)) => items.iter().collect(),
-            // The oldest form: a single exception object.
-            _ if map.contains_key("type") || map.contains_key("value") => vec![v],
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
-    }
-}
-
-/// The exception values of an event, modern or legacy.
-fn exceptions(event: &Value) -> Vec<&Value> {
-    ["exception", "sentry.interfaces.Exception"].iter().filter_map(|k| event.get(*k)).flat_map(exception_list).collect()
-}
-
-fn frames(stacktrace: Option<&Value>) -> &[Value] {
-    stacktrace.and_then(|s| s.get("frames")).and_then(Value::as_array).map_or(&[], Vec::as_slice)
-}
-
-fn hash_frames(h: &mut Hasher, frames: &[Value]) {
+fn hash_frames(h: &mut Hasher, frames: &[Frame]) {
     for frame in frames {
-        let file = [frame.get("filename"), frame.get("module"), frame.get("abs_path")]
-            .into_iter()
-            .find_map(|v| v.and_then(Value::as_str))
-            .unwrap_or_default();
-        h.field(file);
-        h.field(text(frame.get("function")));
-        h.field(&frame.get("lineno").and_then(Value::as_u64).map(|n| n.to_string()).unwrap_or_default());
+        h.field(frame.file());
+        h.field(frame.function.as_deref().unwrap_or_default());
+        h.field(&frame.lineno.map(|n| n.to_string()).unwrap_or_default());
     }
-}
-
-/// The frames of `threads`, the crashed thread first, threads without frames left out.
-fn thread_frames(event: &Value) -> Vec<&[Value]> {
-    let list = match event.get("threads") {
-        Some(Value::Object(t)) => t.get("values").and_then(Value::as_array),
-        Some(Value::Array(items)) => Some(items),
-        _ => None,
-    };
-    let mut threads: Vec<&Value> = list.map(|l| l.iter().collect()).unwrap_or_default();
-    threads.sort_by_key(|t| t.get("crashed").and_then(Value::as_bool) != Some(true));
-    threads.into_iter().map(|t| frames(t.get("stacktrace"))).filter(|f| !f.is_empty()).collect()
 }
 
 /// The message template an event carries, modern or legacy.
-fn message(event: &Value) -> Option<&str> {
-    for key in ["logentry", "sentry.interfaces.Message"] {
-        if let Some(entry) = event.get(key) {
-            let template =
-                [entry.get("message"), entry.get("formatted")].into_iter().find_map(|v| v.and_then(Value::as_str));
-            if template.is_some() {
-                return template;
-            }
-        }
-    }
-    match event.get("message") {
-        Some(Value::String(m)) => Some(m),
-        Some(Value::Object(m)) => {
-            [m.get("message"), m.get("formatted")].into_iter().find_map(|v| v.and_then(Value::as_str))
-        }
-        _ => None,
-    }
+fn message<'v>(event: &'v EventView) -> Option<&'v str> {
+    let template = [&event.logentry, &event.legacy_message].into_iter().flatten().find_map(Template::text);
+    template.or(match &event.message {
+        Message::Text(m) => Some(m),
+        Message::Object(m) => m.text(),
+        Message::None => None,
+    })
 }
 
-/// The fingerprint of an event payload (parsed JSON).
-pub fn of_event(event: &Value) -> String {
-    let excs = exceptions(event);
-    if excs.iter().any(|e| !frames(e.get("stacktrace")).is_empty()) {
+fn text<'s>(field: &'s Option<Cow<str>>) -> &'s str {
+    field.as_deref().unwrap_or_default()
+}
+
+/// The fingerprint of an event read with [`EventView`].
+pub fn of_view(event: &EventView) -> String {
+    let excs: Vec<&Exception> =
+        [&event.exception, &event.legacy_exception].into_iter().flatten().flat_map(|e| &e.0).collect();
+    if excs.iter().any(|e| !e.frames.0.is_empty()) {
         let mut h = Hasher::new(Rule::ExceptionFrames);
         for e in &excs {
-            h.field(text(e.get("type")));
-            hash_frames(&mut h, frames(e.get("stacktrace")));
+            h.field(text(&e.ty));
+            hash_frames(&mut h, &e.frames.0);
         }
         return h.finish(Rule::ExceptionFrames);
     }
     if !excs.is_empty() {
         let mut h = Hasher::new(Rule::ExceptionValue);
         for e in &excs {
-            h.field(text(e.get("type")));
-            h.field(text(e.get("value")));
+            h.field(text(&e.ty));
+            h.field(text(&e.value));
         }
         return h.finish(Rule::ExceptionValue);
     }
-    let top =
-        ["stacktrace", "sentry.interfaces.Stacktrace"].iter().map(|k| frames(event.get(*k))).find(|f| !f.is_empty());
+    let top = [&event.stacktrace, &event.legacy_stacktrace].into_iter().find(|f| !f.0.is_empty());
     if let Some(top) = top {
         let mut h = Hasher::new(Rule::Stacktrace);
-        hash_frames(&mut h, top);
+        hash_frames(&mut h, &top.0);
         return h.finish(Rule::Stacktrace);
     }
-    let threads = thread_frames(event);
+    // Threads' stack traces, the crashed thread's first, threads without frames left out.
+    let mut threads: Vec<&Thread> = event.threads.iter().filter(|t| !t.frames.0.is_empty()).collect();
     if !threads.is_empty() {
+        threads.sort_by_key(|t| !t.crashed);
         let mut h = Hasher::new(Rule::Stacktrace);
-        for frames in threads {
-            hash_frames(&mut h, frames);
+        for thread in threads {
+            hash_frames(&mut h, &thread.frames.0);
         }
         return h.finish(Rule::Stacktrace);
     }
     let mut h = Hasher::new(Rule::Message);
     h.field(message(event).unwrap_or_default());
-    h.field(
-        [event.get("culprit"), event.get("transaction")]
-            .into_iter()
-            .find_map(|v| v.and_then(Value::as_str))
-            .unwrap_or_default(),
-    );
+    h.field([&event.culprit, &event.transaction].into_iter().find_map(|v| v.as_deref()).unwrap_or_default());
     h.finish(Rule::Message)
 }
 

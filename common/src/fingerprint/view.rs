@@ -1,0 +1,551 @@
+//! The few fields of an event that its fingerprint, its event id and the
+//! flood report read, taken in one pass without building a JSON tree.
+//!
+//! SDKs send these fields in many shapes (an exception list as an array, as
+//! `{"values": [...]}` or as one bare object; strings where numbers were
+//! meant), so every reader here is tolerant: a field of an unexpected type
+//! reads as absent, exactly as `Value::get(..).and_then(Value::as_str)`
+//! would, and is skipped without allocating. Strings are borrowed from the
+//! input unless they hold escapes. A key given twice keeps its last value,
+//! as `serde_json::Value` does.
+//!
+//! The same readers run over a parsed `Value` (`&Value` is a serde
+//! deserializer), so the text path and the `Value` path cannot disagree.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// What the rules read of one event.
+#[derive(Debug, Default)]
+pub struct EventView<'a> {
+    pub event_id: EventId<'a>,
+    /// `exception` then `sentry.interfaces.Exception`.
+    pub exception: Option<Exceptions<'a>>,
+    pub legacy_exception: Option<Exceptions<'a>>,
+    pub stacktrace: Frames<'a>,
+    pub legacy_stacktrace: Frames<'a>,
+    pub threads: Vec<Thread<'a>>,
+    pub logentry: Option<Template<'a>>,
+    pub legacy_message: Option<Template<'a>>,
+    pub message: Message<'a>,
+    pub culprit: Option<Cow<'a, str>>,
+    pub transaction: Option<Cow<'a, str>>,
+    pub release: Option<Cow<'a, str>>,
+    pub server_name: Option<Cow<'a, str>>,
+}
+
+/// The top-level `event_id` as sent.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub enum EventId<'a> {
+    /// Absent or `null`.
+    #[default]
+    Missing,
+    Text(Cow<'a, str>),
+    /// Neither a string nor `null`.
+    Invalid,
+}
+
+#[derive(Debug, Default)]
+pub struct Exception<'a> {
+    pub ty: Option<Cow<'a, str>>,
+    pub value: Option<Cow<'a, str>>,
+    pub frames: Frames<'a>,
+}
+
+/// An exception container: a list, `{"values": [...]}`, or one bare
+/// exception object (recognised by a `type` or `value` key, whatever its value).
+#[derive(Debug, Default)]
+pub struct Exceptions<'a>(pub Vec<Exception<'a>>);
+
+/// The frames of a stack trace; empty when it has no `frames` array.
+#[derive(Debug, Default)]
+pub struct Frames<'a>(pub Vec<Frame<'a>>);
+
+#[derive(Debug, Default)]
+pub struct Frame<'a> {
+    pub filename: Option<Cow<'a, str>>,
+    pub module: Option<Cow<'a, str>>,
+    pub abs_path: Option<Cow<'a, str>>,
+    pub function: Option<Cow<'a, str>>,
+    pub lineno: Option<u64>,
+}
+
+impl Frame<'_> {
+    /// The frame's file: its filename, else its module, else its absolute path.
+    pub fn file(&self) -> &str {
+        [&self.filename, &self.module, &self.abs_path].into_iter().find_map(|f| f.as_deref()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Thread<'a> {
+    pub crashed: bool,
+    pub frames: Frames<'a>,
+}
+
+/// `logentry`-style objects: the template (`message`) or, lacking one, `formatted`.
+#[derive(Debug, Default)]
+pub struct Template<'a> {
+    pub message: Option<Cow<'a, str>>,
+    pub formatted: Option<Cow<'a, str>>,
+}
+
+impl Template<'_> {
+    pub fn text(&self) -> Option<&str> {
+        self.message.as_deref().or(self.formatted.as_deref())
+    }
+}
+
+/// The top-level `message`: a string, or a `logentry`-style object.
+#[derive(Debug, Default)]
+pub enum Message<'a> {
+    #[default]
+    None,
+    Text(Cow<'a, str>),
+    Object(Template<'a>),
+}
+
+/// An object read key by key; any other JSON value reads as `Default`.
+trait Fields<'de>: Default {
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error>;
+}
+
+/// A key, borrowed from the input when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Defines the tolerant visitor of a type: `visit_map` per `$on_map`, `visit_seq`
+/// per `$on_seq`, and every scalar as `$other`.
+macro_rules! tolerant {
+    ($ty:ident, $expecting:literal, |$map:ident| $on_map:expr, |$seq:ident| $on_seq:expr, |$scalar:ident| $other:expr) => {
+        impl<'de> Deserialize<'de> for $ty<'de> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V<'de>(PhantomData<&'de ()>);
+                impl<'de> Visitor<'de> for V<'de> {
+                    type Value = $ty<'de>;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut $map: A) -> Result<Self::Value, A::Error> {
+                        $on_map
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut $seq: A) -> Result<Self::Value, A::Error> {
+                        $on_seq
+                    }
+                    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                        let $scalar = Scalar::Str(Cow::Borrowed(v));
+                        Ok($other)
+                    }
+                    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                        let $scalar = Scalar::Str(Cow::Owned(v.to_owned()));
+                        Ok($other)
+                    }
+                    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                        let $scalar = Scalar::Str(Cow::Owned(v));
+                        Ok($other)
+                    }
+                    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                        let $scalar = Scalar::U64(v);
+                        Ok($other)
+                    }
+                    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                        let $scalar = Scalar::Other;
+                        Ok($other)
+                    }
+                    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                        let $scalar = Scalar::Other;
+                        Ok($other)
+                    }
+                    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                        let $scalar = Scalar::Bool(v);
+                        Ok($other)
+                    }
+                    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                        let $scalar = Scalar::Null;
+                        Ok($other)
+                    }
+                    fn visit_none<E>(self) -> Result<Self::Value, E> {
+                        let $scalar = Scalar::Null;
+                        Ok($other)
+                    }
+                }
+                d.deserialize_any(V(PhantomData))
+            }
+        }
+    };
+}
+
+/// A JSON scalar as the tolerant visitors see it.
+enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    U64(u64),
+    Bool(bool),
+    Null,
+    Other,
+}
+
+fn skip_seq<'de, A: SeqAccess<'de>>(seq: &mut A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn read_object<'de, T: Fields<'de>, A: MapAccess<'de>>(map: &mut A) -> Result<T, A::Error> {
+    let mut value = T::default();
+    while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        value.field(&key, map)?;
+    }
+    Ok(value)
+}
+
+/// A string, or `None` for any other value.
+struct Text<'a>(Option<Cow<'a, str>>);
+
+tolerant!(
+    Text,
+    "any value",
+    |map| {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Text(None))
+    },
+    |seq| {
+        skip_seq(&mut seq)?;
+        Ok(Text(None))
+    },
+    |s| Text(match s {
+        Scalar::Str(s) => Some(s),
+        _ => None,
+    })
+);
+
+/// `$name` reads any value: through `$t`'s fields when it is an object, else as `$t::default()`.
+macro_rules! object {
+    ($name:ident, $t:ident) => {
+        struct $name<'a>($t<'a>);
+        tolerant!(
+            $name,
+            "any value",
+            |map| Ok($name(read_object(&mut map)?)),
+            |seq| {
+                skip_seq(&mut seq)?;
+                Ok($name($t::default()))
+            },
+            |_s| $name($t::default())
+        );
+    };
+}
+object!(AnyFrame, Frame);
+object!(AnyException, Exception);
+object!(AnyThread, Thread);
+object!(AnyTemplate, Template);
+object!(AnyStacktrace, Frames);
+
+/// An array of `$item`, or `None` for any other value.
+macro_rules! list {
+    ($name:ident, $item:ident, $out:ident) => {
+        struct $name<'a>(Option<Vec<$out<'a>>>);
+        tolerant!(
+            $name,
+            "any value",
+            |map| {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok($name(None))
+            },
+            |seq| {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
+                while let Some($item(item)) = seq.next_element::<$item<'de>>()? {
+                    items.push(item);
+                }
+                Ok($name(Some(items)))
+            },
+            |_s| $name(None)
+        );
+    };
+}
+
+list!(FrameList, AnyFrame, Frame);
+list!(ExceptionList, AnyException, Exception);
+list!(ThreadList, AnyThread, Thread);
+
+/// `crashed`: only `true` counts.
+struct Crashed(bool);
+
+impl<'de> Deserialize<'de> for Crashed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Crashed(matches!(Loose::deserialize(d)?.0, Scalar::Bool(true))))
+    }
+}
+
+/// A non-negative integer, or `None` for any other value.
+struct LineNo(Option<u64>);
+
+impl<'de> Deserialize<'de> for LineNo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(LineNo(match Loose::deserialize(d)?.0 {
+            Scalar::U64(n) => Some(n),
+            _ => None,
+        }))
+    }
+}
+
+/// Any value, kept only when it is a scalar.
+struct Loose<'a>(Scalar<'a>);
+
+tolerant!(
+    Loose,
+    "any value",
+    |map| {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Loose(Scalar::Other))
+    },
+    |seq| {
+        skip_seq(&mut seq)?;
+        Ok(Loose(Scalar::Other))
+    },
+    |s| Loose(s)
+);
+
+impl<'de> Fields<'de> for Frame<'de> {
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "filename" => self.filename = map.next_value::<Text>()?.0,
+            "module" => self.module = map.next_value::<Text>()?.0,
+            "abs_path" => self.abs_path = map.next_value::<Text>()?.0,
+            "function" => self.function = map.next_value::<Text>()?.0,
+            "lineno" => self.lineno = map.next_value::<LineNo>()?.0,
+            _ => drop(map.next_value::<IgnoredAny>()?),
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Fields<'de> for Frames<'de> {
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "frames" => self.0 = map.next_value::<FrameList>()?.0.unwrap_or_default(),
+            _ => drop(map.next_value::<IgnoredAny>()?),
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Fields<'de> for Exception<'de> {
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "type" => self.ty = map.next_value::<Text>()?.0,
+            "value" => self.value = map.next_value::<Text>()?.0,
+            "stacktrace" => self.frames = map.next_value::<AnyStacktrace>()?.0,
+            _ => drop(map.next_value::<IgnoredAny>()?),
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Fields<'de> for Thread<'de> {
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "crashed" => self.crashed = map.next_value::<Crashed>()?.0,
+            "stacktrace" => self.frames = map.next_value::<AnyStacktrace>()?.0,
+            _ => drop(map.next_value::<IgnoredAny>()?),
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Fields<'de> for Template<'de> {
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "message" => self.message = map.next_value::<Text>()?.0,
+            "formatted" => self.formatted = map.next_value::<Text>()?.0,
+            _ => drop(map.next_value::<IgnoredAny>()?),
+        }
+        Ok(())
+    }
+}
+
+/// While reading an exception container: its `values` array if any, and,
+/// for the bare form, the exception fields themselves.
+#[derive(Default)]
+struct ExceptionsReader<'a> {
+    values: Option<Vec<Exception<'a>>>,
+    bare: Exception<'a>,
+    has_type_or_value: bool,
+}
+
+impl<'de> Deserialize<'de> for Exceptions<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(ExceptionsAny::deserialize(d)?.0)
+    }
+}
+
+struct ExceptionsAny<'a>(Exceptions<'a>);
+
+tolerant!(
+    ExceptionsAny,
+    "any value",
+    |map| {
+        let mut r = ExceptionsReader::default();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match key.as_ref() {
+                "values" => r.values = map.next_value::<ExceptionList>()?.0,
+                "type" => {
+                    r.has_type_or_value = true;
+                    r.bare.ty = map.next_value::<Text>()?.0;
+                }
+                "value" => {
+                    r.has_type_or_value = true;
+                    r.bare.value = map.next_value::<Text>()?.0;
+                }
+                "stacktrace" => r.bare.frames = map.next_value::<AnyStacktrace>()?.0,
+                _ => drop(map.next_value::<IgnoredAny>()?),
+            }
+        }
+        Ok(ExceptionsAny(Exceptions(match r.values {
+            Some(values) => values,
+            None if r.has_type_or_value => vec![r.bare],
+            None => Vec::new(),
+        })))
+    },
+    |seq| {
+        let mut items = Vec::new();
+        while let Some(AnyException(e)) = seq.next_element::<AnyException<'de>>()? {
+            items.push(e);
+        }
+        Ok(ExceptionsAny(Exceptions(items)))
+    },
+    |_s| ExceptionsAny(Exceptions::default())
+);
+
+/// `threads`: `{"values": [...]}` or a bare list.
+struct Threads<'a>(Vec<Thread<'a>>);
+
+tolerant!(
+    Threads,
+    "any value",
+    |map| {
+        let mut threads = Vec::new();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            match key.as_ref() {
+                "values" => threads = map.next_value::<ThreadList>()?.0.unwrap_or_default(),
+                _ => drop(map.next_value::<IgnoredAny>()?),
+            }
+        }
+        Ok(Threads(threads))
+    },
+    |seq| {
+        let mut items = Vec::new();
+        while let Some(AnyThread(t)) = seq.next_element::<AnyThread<'de>>()? {
+            items.push(t);
+        }
+        Ok(Threads(items))
+    },
+    |_s| Threads(Vec::new())
+);
+
+struct AnyMessage<'a>(Message<'a>);
+
+tolerant!(
+    AnyMessage,
+    "any value",
+    |map| Ok(AnyMessage(Message::Object(read_object(&mut map)?))),
+    |seq| {
+        skip_seq(&mut seq)?;
+        Ok(AnyMessage(Message::None))
+    },
+    |s| AnyMessage(match s {
+        Scalar::Str(s) => Message::Text(s),
+        _ => Message::None,
+    })
+);
+
+struct AnyEventId<'a>(EventId<'a>);
+
+tolerant!(
+    AnyEventId,
+    "any value",
+    |map| {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(AnyEventId(EventId::Invalid))
+    },
+    |seq| {
+        skip_seq(&mut seq)?;
+        Ok(AnyEventId(EventId::Invalid))
+    },
+    |s| AnyEventId(match s {
+        Scalar::Str(s) => EventId::Text(s),
+        Scalar::Null => EventId::Missing,
+        _ => EventId::Invalid,
+    })
+);
+
+impl<'de> Fields<'de> for EventView<'de> {
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "event_id" => self.event_id = map.next_value::<AnyEventId>()?.0,
+            "exception" => self.exception = Some(map.next_value::<Exceptions>()?),
+            "sentry.interfaces.Exception" => self.legacy_exception = Some(map.next_value::<Exceptions>()?),
+            "stacktrace" => self.stacktrace = map.next_value::<AnyStacktrace>()?.0,
+            "sentry.interfaces.Stacktrace" => self.legacy_stacktrace = map.next_value::<AnyStacktrace>()?.0,
+            "threads" => self.threads = map.next_value::<Threads>()?.0,
+            "logentry" => self.logentry = Some(map.next_value::<AnyTemplate>()?.0),
+            "sentry.interfaces.Message" => self.legacy_message = Some(map.next_value::<AnyTemplate>()?.0),
+            "message" => self.message = map.next_value::<AnyMessage>()?.0,
+            "culprit" => self.culprit = map.next_value::<Text>()?.0,
+            "transaction" => self.transaction = map.next_value::<Text>()?.0,
+            "release" => self.release = map.next_value::<Text>()?.0,
+            "server_name" => self.server_name = map.next_value::<Text>()?.0,
+            _ => drop(map.next_value::<IgnoredAny>()?),
+        }
+        Ok(())
+    }
+}
+
+/// An event must be a JSON object: anything else is an error here.
+impl<'de> Deserialize<'de> for EventView<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'de>(PhantomData<&'de ()>);
+        impl<'de> Visitor<'de> for V<'de> {
+            type Value = EventView<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                read_object(&mut map)
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+impl<'a> EventView<'a> {
+    /// Reads a parsed event; a non-object reads as an empty event.
+    pub fn of_value(event: &'a serde_json::Value) -> Self {
+        Self::deserialize(event).unwrap_or_default()
+    }
+
+    /// Reads an event's JSON text in one pass. Errors on anything that is
+    /// not one JSON object.
+    pub fn of_text(json: &'a str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+}
