@@ -184,7 +184,9 @@ kafka_up() {
   fi
   local started=$SECONDS
   : >"$KAFKA_LOG"
-  nohup java -Xms256m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+  # The JVM flags of Kafka's own kafka-server-start.sh: short G1 pauses, a fixed heap.
+  nohup java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$KAFKA_HOME/log4j2.properties" \
     -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_HOME/server.properties" \
     >"$STACK_DIR/logs/kafka.stdout" 2>&1 </dev/null &

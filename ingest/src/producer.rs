@@ -72,6 +72,9 @@ impl EventProducer {
             .set("message.max.bytes", max_message_bytes.to_string())
             .set("queue.buffering.max.kbytes", QUEUE_MIN_KBYTES.max(2 * max_message_bytes / 1024).to_string())
             .set("linger.ms", "1")
+            // Every SDK waits on this socket: Nagle's algorithm would hold a
+            // small produce request back until the broker acknowledges the previous one.
+            .set("socket.nagle.disable", "true")
             .create()?;
         let admin = ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create()?;
         Ok(Self {
