@@ -7,6 +7,7 @@
 //! cancelled, then drains within `ingest.drain_timeout_secs`.
 
 mod error;
+pub mod floods;
 pub mod intake;
 pub mod keys;
 pub mod keys_refresh;

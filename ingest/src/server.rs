@@ -73,7 +73,7 @@ impl Ingest {
         }
         let router = status::router(Arc::new(status))
             .merge(intake::router(intake.clone()))
-            .merge(Router::new().route("/count", get(count)).with_state(intake.clone()));
+            .merge(Router::new().route("/count", get(count)).route("/floods", get(floods)).with_state(intake.clone()));
         let drain = Duration::from_secs(config.ingest.drain_timeout_secs);
         let delay = Duration::from_millis(config.ingest.shutdown_delay_ms);
         Ok(Self { listener, router, intake, shutdown, drain, delay })
@@ -144,4 +144,33 @@ fn keys_check(keys: &KeyStore) -> CheckResult {
 
 async fn count(State(intake): State<Arc<Intake>>) -> axum::Json<serde_json::Value> {
     axum::Json(intake.stats.count(intake.flood.fallback_active()))
+}
+
+/// `/floods?limit=N`'s query: the top `limit` fingerprints per project (default 10, at most 1000).
+#[derive(Debug, serde::Deserialize)]
+struct FloodsQuery {
+    limit: Option<usize>,
+}
+
+/// `/floods`: what the flood filter dropped lately, per project, most dropped first.
+async fn floods(
+    State(intake): State<Arc<Intake>>,
+    axum::extract::Query(query): axum::extract::Query<FloodsQuery>,
+) -> axum::Json<serde_json::Value> {
+    let limit = query.limit.unwrap_or(10).min(1000);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let projects: serde_json::Map<String, serde_json::Value> = intake
+        .floods
+        .top(limit, now_ms)
+        .into_iter()
+        .map(|(project, entries)| (project.to_string(), serde_json::json!(entries)))
+        .collect();
+    axum::Json(serde_json::json!({
+        "service": "ingest",
+        "window_secs": intake.floods.window().as_secs(),
+        "now_ms": now_ms,
+        "projects": projects,
+    }))
 }

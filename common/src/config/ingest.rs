@@ -105,11 +105,18 @@ pub struct FloodConfig {
     /// The window in seconds (Cyclops `URL_CACHE_EXPIRATION`); 0 turns the
     /// filter off. Defaults to 1.
     pub window_secs: u64,
+    /// Flooding fingerprints `/floods` keeps, over all projects; when full,
+    /// the one with the fewest drops gives way. 0 turns the report off.
+    /// Defaults to 1000.
+    pub report_max_fingerprints: usize,
+    /// `/floods` forgets a fingerprint not dropped for this long, in
+    /// seconds. Defaults to 3600.
+    pub report_window_secs: u64,
 }
 
 impl Default for FloodConfig {
     fn default() -> Self {
-        Self { max_uses: 10, window_secs: 1 }
+        Self { max_uses: 10, window_secs: 1, report_max_fingerprints: 1000, report_window_secs: 3600 }
     }
 }
 

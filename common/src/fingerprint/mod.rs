@@ -28,7 +28,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 pub use view::{EventId, EventView};
-use view::{Exception, Frame, Message, Template, Thread};
+use view::{Exception, Frame, Thread};
 use xxhash_rust::xxh3::Xxh3;
 
 /// Which rule produced a fingerprint.
@@ -87,16 +87,6 @@ fn hash_frames(h: &mut Hasher, frames: &[Frame]) {
     }
 }
 
-/// The message template an event carries, modern or legacy.
-fn message<'v>(event: &'v EventView) -> Option<&'v str> {
-    let template = [&event.logentry, &event.legacy_message].into_iter().flatten().find_map(Template::text);
-    template.or(match &event.message {
-        Message::Text(m) => Some(m),
-        Message::Object(m) => m.text(),
-        Message::None => None,
-    })
-}
-
 fn text<'s>(field: &'s Option<Cow<str>>) -> &'s str {
     field.as_deref().unwrap_or_default()
 }
@@ -138,7 +128,7 @@ pub fn of_view(event: &EventView) -> String {
         return h.finish(Rule::Stacktrace);
     }
     let mut h = Hasher::new(Rule::Message);
-    h.field(message(event).unwrap_or_default());
+    h.field(event.message_text().unwrap_or_default());
     h.field([&event.culprit, &event.transaction].into_iter().find_map(|v| v.as_deref()).unwrap_or_default());
     h.finish(Rule::Message)
 }

@@ -537,6 +537,37 @@ impl<'de> Deserialize<'de> for EventView<'de> {
     }
 }
 
+impl EventView<'_> {
+    /// The message template the event carries, modern or legacy.
+    pub fn message_text(&self) -> Option<&str> {
+        let template = [&self.logentry, &self.legacy_message].into_iter().flatten().find_map(Template::text);
+        template.or(match &self.message {
+            Message::Text(m) => Some(m),
+            Message::Object(m) => m.text(),
+            Message::None => None,
+        })
+    }
+
+    /// A one-line title as Sentry shows it: the outermost exception's
+    /// `Type: value` (the last of the list), else the message, else the
+    /// culprit or transaction.
+    pub fn title(&self) -> String {
+        let exception = [&self.exception, &self.legacy_exception].into_iter().flatten().flat_map(|e| e.0.last()).last();
+        if let Some(e) = exception {
+            return match (e.ty.as_deref(), e.value.as_deref()) {
+                (Some(ty), Some(value)) => format!("{ty}: {value}"),
+                (Some(text), None) | (None, Some(text)) => text.to_owned(),
+                (None, None) => "<unlabeled exception>".to_owned(),
+            };
+        }
+        self.message_text()
+            .or(self.culprit.as_deref())
+            .or(self.transaction.as_deref())
+            .unwrap_or("<unlabeled event>")
+            .to_owned()
+    }
+}
+
 impl<'a> EventView<'a> {
     /// Reads a parsed event; a non-object reads as an empty event.
     pub fn of_value(event: &'a serde_json::Value) -> Self {

@@ -17,6 +17,7 @@ use cyclops_common::record::{RecordHeaders, topic_name};
 use super::decode::Encoding;
 use super::payload::{self, Kind, Understood};
 use super::{Intake, StoreError, Submission, auth};
+use crate::floods::Sample;
 
 /// Sentry's answer to a beacon: a transparent 1×1 GIF.
 const PIXEL_GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x00\xff\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x00;";
@@ -117,6 +118,9 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
     };
 
     let (fate, count) = decide(intake, project_id, &understood).await;
+    if fate == Fate::Ignored("flood") {
+        report_flood(intake, project_id, &understood, &s.headers, s.peer);
+    }
     if fate == Fate::Processed {
         let Understood { event_id, rewritten, .. } = &understood;
         let (value, query, encoding) = match rewritten {
@@ -132,7 +136,7 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
             auth: auth.forward_header.clone(),
             event_id: event_id.clone(),
             project_id,
-            received_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            received_at_ms: now_ms(),
             client_ip: Some(client_ip(intake.config.trust_forwarded_for, &s.headers, s.peer)),
             user_agent: header_str(&s.headers, header::USER_AGENT),
         };
@@ -163,6 +167,21 @@ async fn decide(intake: &Intake, project_id: u64, understood: &Understood) -> (F
         Verdict::Pass { count } => (Fate::Processed, count),
         Verdict::Drop { count } => ignored(intake, project_id, "flood", count),
     }
+}
+
+/// Adds a dropped event to `/floods`; its host is its `server_name`, else the client's address.
+fn report_flood(intake: &Intake, project_id: u64, understood: &Understood, headers: &HeaderMap, peer: SocketAddr) {
+    let (Some(fingerprint), Some(summary)) = (&understood.fingerprint, &understood.summary) else { return };
+    let host = match &summary.server_name {
+        Some(name) => name.clone(),
+        None => client_ip(intake.config.trust_forwarded_for, headers, peer),
+    };
+    let sample = Sample { title: summary.title.clone(), release: summary.release.clone(), host };
+    intake.floods.dropped(project_id, fingerprint, &sample, now_ms());
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn ignored(intake: &Intake, project_id: u64, reason: &'static str, count: u64) -> (Fate, u64) {

@@ -40,6 +40,7 @@ pub use auth::SentryAuth;
 pub use error::StoreError;
 pub use payload::Kind;
 
+use crate::floods::FloodReport;
 use crate::keys::KeyStore;
 use crate::producer::EventProducer;
 use crate::stats::Stats;
@@ -50,6 +51,7 @@ pub struct Intake {
     pub keys: Arc<KeyStore>,
     pub producer: EventProducer,
     pub flood: FloodFilter,
+    pub floods: FloodReport,
     pub stats: Arc<Stats>,
     pub config: IntakeConfig,
     /// `ingest.max_in_flight_bytes`, in KiB permits.
@@ -70,6 +72,10 @@ impl Intake {
             keys,
             producer,
             flood,
+            floods: FloodReport::new(
+                config.ingest.flood.report_max_fingerprints,
+                std::time::Duration::from_secs(config.ingest.flood.report_window_secs),
+            ),
             stats,
             config: IntakeConfig::new(config),
             budget: Arc::new(Semaphore::new(budget_kib as usize)),

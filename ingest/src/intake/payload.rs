@@ -47,6 +47,26 @@ pub struct Understood {
     /// The request to store instead of the one received, when ingest had to
     /// assign the event id.
     pub rewritten: Option<Rewritten>,
+    /// What the flood report shows of the event; `None` without an event.
+    pub summary: Option<Summary>,
+}
+
+/// An event's title, release and host, for the flood report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub title: String,
+    pub release: Option<String>,
+    pub server_name: Option<String>,
+}
+
+impl Summary {
+    fn of(view: &EventView) -> Self {
+        Self {
+            title: view.title(),
+            release: view.release.as_deref().map(str::to_owned),
+            server_name: view.server_name.as_deref().map(str::to_owned),
+        }
+    }
 }
 
 /// A request rewritten to carry its event id; its body is not encoded.
@@ -82,6 +102,7 @@ struct EventFacts {
     /// The top-level `event_id` unless absent or `null`, not yet checked.
     id: Option<Value>,
     fingerprint: String,
+    summary: Summary,
     /// The parsed event, when reading it needed the full parse.
     parsed: Option<Value>,
 }
@@ -95,7 +116,9 @@ fn read_event(json: &[u8], bad: fn(String) -> StoreError) -> Result<EventFacts, 
     }
     let event = json_object(json, bad)?;
     let id = event.get("event_id").filter(|v| !v.is_null()).cloned();
-    Ok(EventFacts { id, fingerprint: fingerprint::of_event(&event), parsed: Some(event) })
+    let view = EventView::of_value(&event);
+    let (fingerprint, summary) = (fingerprint::of_view(&view), Summary::of(&view));
+    Ok(EventFacts { id, fingerprint, summary, parsed: Some(event) })
 }
 
 /// The one-pass read, or `None` for the full parse to decide: on invalid
@@ -113,7 +136,7 @@ fn scan(json: &[u8]) -> Option<EventFacts> {
         EventId::Text(id) => Some(Value::String(id.as_ref().to_owned())),
         EventId::Invalid => return None,
     };
-    Some(EventFacts { id, fingerprint: fingerprint::of_view(&view), parsed: None })
+    Some(EventFacts { id, fingerprint: fingerprint::of_view(&view), summary: Summary::of(&view), parsed: None })
 }
 
 /// Sets `event_id` in a JSON object.
@@ -144,7 +167,7 @@ fn read_store(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Underst
     let decoded = decode::decode(encoding, body, limits.event_bytes)?;
     let json = decode::legacy_store_body(&decoded, limits.event_bytes)?;
     let facts = read_event(&json, StoreError::InvalidJson)?;
-    let fingerprint = Some(facts.fingerprint);
+    let (fingerprint, summary) = (Some(facts.fingerprint), Some(facts.summary));
     let (event_id, rewritten) = match facts.id {
         Some(id) => (normalise(&id, StoreError::InvalidJson)?, None),
         None => {
@@ -158,7 +181,7 @@ fn read_store(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Underst
             (id, Some(Rewritten { body, query: None }))
         }
     };
-    Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten })
+    Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten, summary })
 }
 
 fn read_envelope(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Understood, StoreError> {
@@ -181,7 +204,7 @@ fn read_envelope(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Unde
             (Some(id), _) | (None, Some(id)) => Some(normalise(id, bad)?),
             _ => None,
         };
-    let fingerprint = event.map(|e| e.fingerprint);
+    let (fingerprint, summary) = event.map(|e| (e.fingerprint, e.summary)).unzip();
     let (event_id, rewritten) = match given {
         Some(id) => (id, None),
         // Nothing keyed by event id: the id only keys the Kafka record.
@@ -194,7 +217,7 @@ fn read_envelope(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Unde
             (id, Some(Rewritten { body, query: None }))
         }
     };
-    Ok(Understood { event_id, has_event, fingerprint, dsn, rewritten })
+    Ok(Understood { event_id, has_event, fingerprint, dsn, rewritten, summary })
 }
 
 fn read_beacon(path: &str, query: &str, limits: Limits) -> Result<Understood, StoreError> {
@@ -208,6 +231,7 @@ fn read_beacon(path: &str, query: &str, limits: Limits) -> Result<Understood, St
     let json = decode::legacy_store_body(data, limits.event_bytes)?;
     let mut event = json_object(&json, StoreError::InvalidJson)?;
     let fingerprint = Some(fingerprint::of_beacon(path, query, Some(&event)));
+    let summary = Some(Summary::of(&EventView::of_value(&event)));
     let (event_id, rewritten) = match event.get("event_id").filter(|v| !v.is_null()) {
         Some(id) => (normalise(id, StoreError::InvalidJson)?, None),
         None => {
@@ -221,7 +245,7 @@ fn read_beacon(path: &str, query: &str, limits: Limits) -> Result<Understood, St
             (id, Some(Rewritten { body: Vec::new(), query: Some(query.finish()) }))
         }
     };
-    Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten })
+    Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten, summary })
 }
 
 #[cfg(test)]

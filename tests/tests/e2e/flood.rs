@@ -197,3 +197,37 @@ async fn sampling_drops_the_configured_share_of_a_project() {
     assert!((60..=140).contains(&ignored), "about half ignored, got {ignored}");
     ingest.stop().await.expect("stops");
 }
+
+#[tokio::test]
+async fn the_flood_report_names_what_is_dropped_and_since_when() {
+    let ingest = spawn_ingest(config(2, 60)).await.expect("ingest");
+    let client = reqwest::Client::new();
+    let tagged = |host: &str| {
+        let mut event: Value = serde_json::from_slice(&the_same_error()).expect("json");
+        event["server_name"] = host.into();
+        event["release"] = "shop@3.1.0".into();
+        serde_json::to_vec(&event).expect("json")
+    };
+    let other = format!(r#"{{"event_id":"{}","message":"passes once"}}"#, event_id()).into_bytes();
+    assert_eq!(submit(&client, &ingest, other).await.1, "PROCESSED");
+    let mut statuses = Vec::new();
+    for host in ["web-1", "web-1", "web-1", "web-2", "web-1", "web-1", "web-2"] {
+        statuses.push(submit(&client, &ingest, tagged(host)).await.1);
+    }
+    assert_eq!(statuses.iter().filter(|s| *s == "IGNORED").count(), 5);
+
+    let report: Value = reqwest::get(ingest.url("/floods")).await.expect("floods").json().await.expect("json");
+    assert_eq!(report["service"], "ingest");
+    let floods = report["projects"][PROJECT.to_string()].as_array().expect("the project's floods").clone();
+    assert_eq!(floods.len(), 1, "only what was dropped: {floods:?}");
+    let flood = &floods[0];
+    assert_eq!(flood["dropped"], 5);
+    assert_eq!(flood["title"], "ZeroDivisionError: division by zero");
+    assert_eq!(flood["release"], "shop@3.1.0");
+    assert!(flood["fingerprint"].as_str().is_some_and(|f| f.starts_with("exc-frames:")));
+    assert_eq!(flood["hosts"][0], serde_json::json!({"host": "web-1", "count": 3}));
+    assert_eq!(flood["hosts"][1], serde_json::json!({"host": "web-2", "count": 2}));
+    let (first, last) = (flood["first_seen_ms"].as_u64().expect("ms"), flood["last_seen_ms"].as_u64().expect("ms"));
+    assert!(first <= last && last <= report["now_ms"].as_u64().expect("ms"));
+    ingest.stop().await.expect("stops");
+}

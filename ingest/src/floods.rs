@@ -1,0 +1,249 @@
+//! The flood report served at `/floods`: which errors the flood filter is
+//! dropping, per project, in the recent past — how many, since when, what
+//! they say, from which release and which hosts. It is what an operator
+//! reads during an incident.
+//!
+//! Memory is bounded: at most `report_max_fingerprints` entries (when full,
+//! the one with the fewest drops is forgotten for the newcomer) and
+//! `HOSTS_PER_ENTRY` hosts per entry; entries not seen for
+//! `report_window_secs` are forgotten. Each instance reports its own drops;
+//! `cyclops-count --floods` adds them up across the farm.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Hosts kept per entry; a new host replaces the least frequent one.
+const HOSTS_PER_ENTRY: usize = 5;
+/// Longest sample text kept, in bytes.
+const TITLE_MAX_BYTES: usize = 200;
+
+/// What a dropped event says about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sample {
+    /// `Type: value` of the exception, or the message.
+    pub title: String,
+    pub release: Option<String>,
+    /// `server_name`, else the client's address.
+    pub host: String,
+}
+
+/// One flooding fingerprint of one project.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FloodEntry {
+    pub project: u64,
+    pub fingerprint: String,
+    pub dropped: u64,
+    /// Unix milliseconds.
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    pub title: String,
+    /// The release of the latest dropped event that named one.
+    pub release: Option<String>,
+    /// The most frequent hosts, most frequent first.
+    pub hosts: Vec<HostCount>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HostCount {
+    pub host: String,
+    pub count: u64,
+}
+
+/// The drops of the recent past, bounded in memory.
+#[derive(Debug)]
+pub struct FloodReport {
+    capacity: usize,
+    window: Duration,
+    /// Project → fingerprint → entry.
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    by_project: HashMap<u64, HashMap<String, FloodEntry>>,
+    len: usize,
+}
+
+impl Entries {
+    fn retain(&mut self, mut keep: impl FnMut(&FloodEntry) -> bool) {
+        for entries in self.by_project.values_mut() {
+            entries.retain(|_, e| keep(e));
+        }
+        self.by_project.retain(|_, entries| !entries.is_empty());
+        self.len = self.by_project.values().map(HashMap::len).sum();
+    }
+}
+
+impl FloodReport {
+    pub fn new(capacity: usize, window: Duration) -> Self {
+        Self { capacity, window, entries: Mutex::new(Entries::default()) }
+    }
+
+    /// Counts one dropped event at `now_ms` (Unix milliseconds).
+    pub fn dropped(&self, project: u64, fingerprint: &str, sample: &Sample, now_ms: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        let Ok(mut entries) = self.entries.lock() else { return };
+        if let Some(entry) = entries.by_project.get_mut(&project).and_then(|p| p.get_mut(fingerprint)) {
+            entry.dropped += 1;
+            entry.last_seen_ms = now_ms;
+            if sample.release.is_some() && entry.release != sample.release {
+                entry.release.clone_from(&sample.release);
+            }
+            count_host(&mut entry.hosts, &sample.host);
+            return;
+        }
+        if entries.len >= self.capacity {
+            self.forget_stale(&mut entries, now_ms);
+        }
+        if entries.len >= self.capacity {
+            // Full of live floods: the smallest gives way, so that a new
+            // flood always shows, as in a space-saving top-k.
+            let smallest = entries
+                .by_project
+                .values()
+                .flat_map(HashMap::values)
+                .min_by_key(|e| (e.dropped, e.last_seen_ms))
+                .map(|e| (e.project, e.fingerprint.clone()));
+            if let Some((p, f)) = smallest {
+                entries.retain(|e| e.project != p || e.fingerprint != f);
+            }
+        }
+        let entry = FloodEntry {
+            project,
+            fingerprint: fingerprint.to_owned(),
+            dropped: 1,
+            first_seen_ms: now_ms,
+            last_seen_ms: now_ms,
+            title: truncate(&sample.title, TITLE_MAX_BYTES),
+            release: sample.release.clone(),
+            hosts: vec![HostCount { host: sample.host.clone(), count: 1 }],
+        };
+        entries.by_project.entry(project).or_default().insert(fingerprint.to_owned(), entry);
+        entries.len += 1;
+    }
+
+    fn forget_stale(&self, entries: &mut Entries, now_ms: u64) {
+        let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
+        entries.retain(|e| now_ms.saturating_sub(e.last_seen_ms) <= window_ms);
+    }
+
+    /// The top `limit` entries of each project seen within the window, most
+    /// dropped first, keyed by project id.
+    pub fn top(&self, limit: usize, now_ms: u64) -> std::collections::BTreeMap<u64, Vec<FloodEntry>> {
+        let Ok(mut entries) = self.entries.lock() else { return Default::default() };
+        self.forget_stale(&mut entries, now_ms);
+        let mut by_project: std::collections::BTreeMap<u64, Vec<FloodEntry>> = Default::default();
+        for (project, list) in &entries.by_project {
+            by_project.insert(*project, list.values().cloned().collect());
+        }
+        for list in by_project.values_mut() {
+            list.sort_by(|a, b| b.dropped.cmp(&a.dropped).then_with(|| a.fingerprint.cmp(&b.fingerprint)));
+            list.truncate(limit);
+        }
+        by_project
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+}
+
+fn count_host(hosts: &mut Vec<HostCount>, host: &str) {
+    if let Some(h) = hosts.iter_mut().find(|h| h.host == host) {
+        h.count += 1;
+    } else if hosts.len() < HOSTS_PER_ENTRY {
+        hosts.push(HostCount { host: host.to_owned(), count: 1 });
+    } else if let Some(least) = hosts.iter_mut().min_by_key(|h| h.count) {
+        // Space-saving: the newcomer inherits the evicted count, so a host
+        // that keeps coming climbs back up.
+        least.host = host.to_owned();
+        least.count += 1;
+    }
+    hosts.sort_by_key(|h| std::cmp::Reverse(h.count));
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(title: &str, release: Option<&str>, host: &str) -> Sample {
+        Sample { title: title.into(), release: release.map(Into::into), host: host.into() }
+    }
+
+    #[test]
+    fn drops_add_up_per_project_and_fingerprint() {
+        let report = FloodReport::new(100, Duration::from_secs(60));
+        for t in 0..5 {
+            report.dropped(
+                1,
+                "fp-a",
+                &sample("ZeroDivisionError: division by zero", Some("shop@1"), "web-1"),
+                1000 + t,
+            );
+        }
+        report.dropped(1, "fp-a", &sample("ignored later title", Some("shop@2"), "web-2"), 2000);
+        report.dropped(1, "fp-b", &sample("KeyError", None, "web-1"), 2000);
+        report.dropped(2, "fp-a", &sample("other project", None, "web-9"), 2000);
+        let top = report.top(10, 2000);
+        let a = &top[&1][0];
+        assert_eq!((a.fingerprint.as_str(), a.dropped, a.first_seen_ms, a.last_seen_ms), ("fp-a", 6, 1000, 2000));
+        assert_eq!(a.title, "ZeroDivisionError: division by zero", "the first sample's title stays");
+        assert_eq!(a.release.as_deref(), Some("shop@2"), "the latest release");
+        assert_eq!(
+            a.hosts,
+            vec![HostCount { host: "web-1".into(), count: 5 }, HostCount { host: "web-2".into(), count: 1 }]
+        );
+        assert_eq!(top[&1][1].fingerprint, "fp-b");
+        assert_eq!(top[&2].len(), 1);
+    }
+
+    #[test]
+    fn memory_stays_bounded_and_new_floods_still_show() {
+        let report = FloodReport::new(3, Duration::from_secs(60));
+        for (fp, n) in [("big", 50), ("mid", 20), ("small", 2)] {
+            for _ in 0..n {
+                report.dropped(1, fp, &sample(fp, None, "h"), 1000);
+            }
+        }
+        report.dropped(1, "new", &sample("new", None, "h"), 1001);
+        let names: Vec<_> = report.top(10, 1001)[&1].iter().map(|e| e.fingerprint.clone()).collect();
+        assert_eq!(names, ["big", "mid", "new"], "the smallest gave way");
+        for i in 0..(HOSTS_PER_ENTRY + 10) {
+            report.dropped(1, "big", &sample("big", None, &format!("host-{i}")), 1002);
+        }
+        assert_eq!(report.top(10, 1002)[&1][0].hosts.len(), HOSTS_PER_ENTRY);
+    }
+
+    #[test]
+    fn entries_past_the_window_are_forgotten() {
+        let report = FloodReport::new(10, Duration::from_secs(60));
+        report.dropped(1, "old", &sample("old", None, "h"), 1_000);
+        report.dropped(1, "recent", &sample("recent", None, "h"), 50_000);
+        let top = report.top(10, 70_000);
+        assert_eq!(top[&1].iter().map(|e| e.fingerprint.as_str()).collect::<Vec<_>>(), ["recent"]);
+        assert!(report.top(10, 200_000).is_empty());
+    }
+
+    #[test]
+    fn long_titles_are_cut_on_a_character_boundary() {
+        let title = "é".repeat(150);
+        let cut = truncate(&title, TITLE_MAX_BYTES);
+        assert!(cut.len() <= TITLE_MAX_BYTES + "…".len() && cut.ends_with('…'));
+    }
+}
