@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod own_kafka;
 pub mod process;
 pub mod redis_server;
+pub mod sdk;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

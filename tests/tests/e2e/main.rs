@@ -3,6 +3,7 @@
 
 mod contract;
 mod durability;
+mod farm;
 mod flood;
 mod forwarder;
 mod intake;
