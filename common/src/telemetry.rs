@@ -2,7 +2,11 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Buckets of every `*_seconds` histogram: 1 ms to 30 s.
+const LATENCY_BUCKETS_SECS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 use tracing_subscriber::EnvFilter;
 
 /// Sets up logging to stderr. Verbosity follows Cyclops's `-v` flags:
@@ -37,7 +41,14 @@ pub struct MetricsError(String);
 pub fn prometheus() -> Result<PrometheusHandle, MetricsError> {
     PROMETHEUS
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new().install_recorder().map_err(|e| e.to_string())?;
+            // Latencies as histograms with buckets, not per-process summaries:
+            // a farm's percentile is `histogram_quantile` over the summed
+            // buckets of every instance, which summaries cannot give.
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECS)
+                .map_err(|e| e.to_string())?
+                .install_recorder()
+                .map_err(|e| e.to_string())?;
             describe();
             Ok(handle)
         })

@@ -8,6 +8,7 @@ mod flood;
 mod forwarder;
 mod intake;
 mod keys;
+mod lag;
 mod pipeline;
 mod sdks;
 mod stack;
