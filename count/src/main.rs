@@ -68,18 +68,30 @@ async fn main() -> ExitCode {
 
 async fn once(args: &Args, client: &reqwest::Client, instances: &[String], timeout: Duration) -> (String, bool) {
     if args.floods {
-        let replies = fetch_all(client, instances, &format!("/floods?limit={}", args.top), timeout).await;
-        // Forwarders have no /floods (404): only ingest instances report
-        // floods, so it is enough that some instance answered.
-        let all = replies.iter().any(Result::is_ok);
-        let docs: Vec<_> = replies.into_iter().filter_map(Result::ok).collect();
+        // Every instance's whole list: an error just below one instance's
+        // top N may still be in the farm's top N once the lists add up.
+        let replies = fetch_all(client, instances, "/floods?limit=1000", timeout).await;
+        let mut docs = Vec::new();
+        let mut missing = String::new();
+        for (url, reply) in instances.iter().zip(replies) {
+            match reply {
+                Ok(doc) => docs.push(doc),
+                // Forwarders have no /floods: only ingest reports floods.
+                Err(e) if e.starts_with("answered 404") => {}
+                Err(e) => {
+                    missing += &format!("{} not found ({e})\n", url.split_once("://").map_or(url.as_str(), |(_, r)| r))
+                }
+            }
+        }
         let floods = merge_floods(&docs, args.top);
         let text = if args.json {
             serde_json::to_string_pretty(&floods).unwrap_or_default() + "\n"
+        } else if docs.is_empty() {
+            format!("{missing}No ingest instance answered /floods.\n")
         } else {
-            render_floods(&floods, now_ms())
+            format!("{missing}{}", render_floods(&floods, now_ms()))
         };
-        return (text, all);
+        return (text, missing.is_empty() && !docs.is_empty());
     }
     let replies = fetch_all(client, instances, "/count", timeout).await;
     let report = FarmReport::new(instances, replies);

@@ -64,6 +64,13 @@ async fn reports_a_farm_names_the_missing_and_speaks_json() {
     assert_eq!(code, 0, "forwarders have no /floods, and that is fine");
     assert!(text.starts_with("1. project 1: 7 dropped"), "{text}");
     assert!(text.contains("hosts web-1 (7)"), "{text}");
+    let floods = vec!["--floods".to_owned(), format!("127.0.0.1:{ingest}"), format!("127.0.0.1:{dead}")];
+    let (code, text) = tokio::task::spawn_blocking(move || run(&floods)).await.expect("ran");
+    assert_eq!(code, 1, "an ingest did not answer: the merge may be partial");
+    assert!(text.starts_with(&format!("127.0.0.1:{dead} not found (connection refused)\n1. project 1")), "{text}");
+    let floods = vec!["--floods".to_owned(), format!("127.0.0.1:{dead}")];
+    let (code, text) = tokio::task::spawn_blocking(move || run(&floods)).await.expect("ran");
+    assert_eq!((code, text.ends_with("No ingest instance answered /floods.\n")), (1, true), "{text}");
 
     let (code, _) = tokio::task::spawn_blocking(|| run(&["-p".to_owned(), "9-1".to_owned()])).await.expect("ran");
     assert_eq!(code, 2, "a bad port range is a usage error");

@@ -3,10 +3,15 @@
 //! they say, from which release and which hosts. It is what an operator
 //! reads during an incident.
 //!
-//! Memory is bounded: at most `report_max_fingerprints` entries (when full,
-//! the one with the fewest drops is forgotten for the newcomer) and
-//! `HOSTS_PER_ENTRY` hosts per entry; entries not seen for
-//! `report_window_secs` are forgotten. Each instance reports its own drops;
+//! Memory is bounded: at most `report_max_fingerprints` entries, each with
+//! at most `HOSTS_PER_ENTRY` hosts and every text cut to `TEXT_MAX_BYTES`
+//! (they come from the events: a client could send a megabyte-long
+//! `server_name`); entries not seen for `report_window_secs` are forgotten.
+//! When the table is full, a new fingerprint takes the place of the one
+//! with the fewest drops and inherits its count, as in the space-saving
+//! top-k algorithm: two floods that keep arriving then cannot evict each
+//! other back to 1 forever, and a real flood climbs to the top. Such a
+//! count is an upper bound; `overcount` says by how much at most. Each instance reports its own drops;
 //! `cyclops-count --floods` adds them up across the farm.
 
 use std::collections::HashMap;
@@ -17,8 +22,8 @@ use serde::Serialize;
 
 /// Hosts kept per entry; a new host replaces the least frequent one.
 const HOSTS_PER_ENTRY: usize = 5;
-/// Longest sample text kept, in bytes.
-const TITLE_MAX_BYTES: usize = 200;
+/// Longest text kept (title, release, host), in bytes.
+const TEXT_MAX_BYTES: usize = 200;
 
 /// What a dropped event says about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,6 +41,9 @@ pub struct FloodEntry {
     pub project: u64,
     pub fingerprint: String,
     pub dropped: u64,
+    /// How many of `dropped` may belong to the fingerprints this entry
+    /// replaced when the table was full (0 when it never replaced one).
+    pub overcount: u64,
     /// Unix milliseconds.
     pub first_seen_ms: u64,
     pub last_seen_ms: u64,
@@ -65,6 +73,8 @@ pub struct FloodReport {
 struct Entries {
     by_project: HashMap<u64, HashMap<String, FloodEntry>>,
     len: usize,
+    /// When stale entries were last forgotten, Unix ms.
+    purged_ms: u64,
 }
 
 impl Entries {
@@ -91,37 +101,49 @@ impl FloodReport {
         if let Some(entry) = entries.by_project.get_mut(&project).and_then(|p| p.get_mut(fingerprint)) {
             entry.dropped += 1;
             entry.last_seen_ms = now_ms;
-            if sample.release.is_some() && entry.release != sample.release {
-                entry.release.clone_from(&sample.release);
+            if let Some(release) = &sample.release
+                && entry.release.as_deref() != Some(truncate(release, TEXT_MAX_BYTES).as_str())
+            {
+                entry.release = Some(truncate(release, TEXT_MAX_BYTES));
             }
-            count_host(&mut entry.hosts, &sample.host);
+            count_host(&mut entry.hosts, &truncate(&sample.host, TEXT_MAX_BYTES));
             return;
         }
-        if entries.len >= self.capacity {
+        // Stale entries go at most once a second: that pass is over the whole table.
+        if entries.len >= self.capacity && now_ms.saturating_sub(entries.purged_ms) >= 1000 {
             self.forget_stale(&mut entries, now_ms);
         }
+        let mut inherited = 0;
         if entries.len >= self.capacity {
-            // Full of live floods: the smallest gives way, so that a new
-            // flood always shows, as in a space-saving top-k.
+            // Full of live floods: the smallest gives way (a scan of at most
+            // `capacity` entries, only for a fingerprint not yet tracked).
             let smallest = entries
                 .by_project
                 .values()
                 .flat_map(HashMap::values)
                 .min_by_key(|e| (e.dropped, e.last_seen_ms))
-                .map(|e| (e.project, e.fingerprint.clone()));
-            if let Some((p, f)) = smallest {
-                entries.retain(|e| e.project != p || e.fingerprint != f);
+                .map(|e| (e.project, e.fingerprint.clone(), e.dropped));
+            if let Some((p, f, dropped)) = smallest {
+                if let Some(list) = entries.by_project.get_mut(&p) {
+                    list.remove(&f);
+                    if list.is_empty() {
+                        entries.by_project.remove(&p);
+                    }
+                }
+                entries.len -= 1;
+                inherited = dropped;
             }
         }
         let entry = FloodEntry {
             project,
             fingerprint: fingerprint.to_owned(),
-            dropped: 1,
+            dropped: inherited + 1,
+            overcount: inherited,
             first_seen_ms: now_ms,
             last_seen_ms: now_ms,
-            title: truncate(&sample.title, TITLE_MAX_BYTES),
-            release: sample.release.clone(),
-            hosts: vec![HostCount { host: sample.host.clone(), count: 1 }],
+            title: truncate(&sample.title, TEXT_MAX_BYTES),
+            release: sample.release.as_deref().map(|r| truncate(r, TEXT_MAX_BYTES)),
+            hosts: vec![HostCount { host: truncate(&sample.host, TEXT_MAX_BYTES), count: 1 }],
         };
         entries.by_project.entry(project).or_default().insert(fingerprint.to_owned(), entry);
         entries.len += 1;
@@ -130,17 +152,18 @@ impl FloodReport {
     fn forget_stale(&self, entries: &mut Entries, now_ms: u64) {
         let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
         entries.retain(|e| now_ms.saturating_sub(e.last_seen_ms) <= window_ms);
+        entries.purged_ms = now_ms;
     }
 
     /// The top `limit` entries of each project seen within the window, most
     /// dropped first, keyed by project id.
     pub fn top(&self, limit: usize, now_ms: u64) -> std::collections::BTreeMap<u64, Vec<FloodEntry>> {
-        let Ok(mut entries) = self.entries.lock() else { return Default::default() };
-        self.forget_stale(&mut entries, now_ms);
-        let mut by_project: std::collections::BTreeMap<u64, Vec<FloodEntry>> = Default::default();
-        for (project, list) in &entries.by_project {
-            by_project.insert(*project, list.values().cloned().collect());
-        }
+        // Copies under the lock (at most `capacity` entries); sorts after.
+        let mut by_project: std::collections::BTreeMap<u64, Vec<FloodEntry>> = {
+            let Ok(mut entries) = self.entries.lock() else { return Default::default() };
+            self.forget_stale(&mut entries, now_ms);
+            entries.by_project.iter().map(|(project, list)| (*project, list.values().cloned().collect())).collect()
+        };
         for list in by_project.values_mut() {
             list.sort_by(|a, b| b.dropped.cmp(&a.dropped).then_with(|| a.fingerprint.cmp(&b.fingerprint)));
             list.truncate(limit);
@@ -222,8 +245,18 @@ mod tests {
             }
         }
         report.dropped(1, "new", &sample("new", None, "h"), 1001);
-        let names: Vec<_> = report.top(10, 1001)[&1].iter().map(|e| e.fingerprint.clone()).collect();
+        let top = report.top(10, 1001);
+        let names: Vec<_> = top[&1].iter().map(|e| e.fingerprint.clone()).collect();
         assert_eq!(names, ["big", "mid", "new"], "the smallest gave way");
+        assert_eq!((top[&1][2].dropped, top[&1][2].overcount), (3, 2), "and its count went on, as an upper bound");
+        // Two newcomers taking turns do not reset each other to 1: counts climb.
+        for _ in 0..30 {
+            report.dropped(1, "x", &sample("x", None, "h"), 1002);
+            report.dropped(1, "y", &sample("y", None, "h"), 1002);
+        }
+        let top = report.top(10, 1002);
+        let newcomers = top[&1].iter().filter(|e| e.fingerprint == "x" || e.fingerprint == "y");
+        assert!(newcomers.map(|e| e.dropped).max() >= Some(30), "{:?}", top[&1]);
         for i in 0..(HOSTS_PER_ENTRY + 10) {
             report.dropped(1, "big", &sample("big", None, &format!("host-{i}")), 1002);
         }
@@ -243,7 +276,14 @@ mod tests {
     #[test]
     fn long_titles_are_cut_on_a_character_boundary() {
         let title = "é".repeat(150);
-        let cut = truncate(&title, TITLE_MAX_BYTES);
-        assert!(cut.len() <= TITLE_MAX_BYTES + "…".len() && cut.ends_with('…'));
+        let cut = truncate(&title, TEXT_MAX_BYTES);
+        assert!(cut.len() <= TEXT_MAX_BYTES + "…".len() && cut.ends_with('…'));
+        let report = FloodReport::new(10, Duration::from_secs(60));
+        let huge = "h".repeat(1 << 20);
+        report.dropped(1, "fp", &sample(&huge, Some(&huge), &huge), 1);
+        report.dropped(1, "fp", &sample(&huge, Some(&huge), &format!("{huge}2")), 2);
+        let entry = &report.top(1, 2)[&1][0];
+        assert!(entry.title.len() < 300 && entry.release.as_ref().is_some_and(|r| r.len() < 300));
+        assert!(entry.hosts.iter().all(|h| h.host.len() < 300), "a client's megabyte host is cut");
     }
 }

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// What the rules read of one event.
 #[derive(Debug, Default)]
@@ -113,6 +113,55 @@ trait Fields<'de>: Default {
     fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error>;
 }
 
+/// A value this reader does not keep, still checked as the full parse
+/// checks it: serde's `IgnoredAny` would skip without serde_json's nesting
+/// limit (128), number range (`1e400`) and string escape checks (lone
+/// surrogates), and so accept events that a `Value` parse rejects.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Skip;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_unit<E>(self) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_none<E>(self) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+        }
+        // `deserialize_any`, not `deserialize_ignored_any`: see the type's doc.
+        d.deserialize_any(V)
+    }
+}
+
 /// A key, borrowed from the input when it has no escapes.
 struct Key<'de>(Cow<'de, str>);
 
@@ -206,7 +255,7 @@ enum Scalar<'a> {
 }
 
 fn skip_seq<'de, A: SeqAccess<'de>>(seq: &mut A) -> Result<(), A::Error> {
-    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    while seq.next_element::<Skip>()?.is_some() {}
     Ok(())
 }
 
@@ -225,7 +274,7 @@ tolerant!(
     Text,
     "any value",
     |map| {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
         Ok(Text(None))
     },
     |seq| {
@@ -268,7 +317,7 @@ macro_rules! list {
             $name,
             "any value",
             |map| {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
                 Ok($name(None))
             },
             |seq| {
@@ -315,7 +364,7 @@ tolerant!(
     Loose,
     "any value",
     |map| {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
         Ok(Loose(Scalar::Other))
     },
     |seq| {
@@ -333,7 +382,7 @@ impl<'de> Fields<'de> for Frame<'de> {
             "abs_path" => self.abs_path = map.next_value::<Text>()?.0,
             "function" => self.function = map.next_value::<Text>()?.0,
             "lineno" => self.lineno = map.next_value::<LineNo>()?.0,
-            _ => drop(map.next_value::<IgnoredAny>()?),
+            _ => drop(map.next_value::<Skip>()?),
         }
         Ok(())
     }
@@ -343,7 +392,7 @@ impl<'de> Fields<'de> for Frames<'de> {
     fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         match key {
             "frames" => self.0 = map.next_value::<FrameList>()?.0.unwrap_or_default(),
-            _ => drop(map.next_value::<IgnoredAny>()?),
+            _ => drop(map.next_value::<Skip>()?),
         }
         Ok(())
     }
@@ -355,7 +404,7 @@ impl<'de> Fields<'de> for Exception<'de> {
             "type" => self.ty = map.next_value::<Text>()?.0,
             "value" => self.value = map.next_value::<Text>()?.0,
             "stacktrace" => self.frames = map.next_value::<AnyStacktrace>()?.0,
-            _ => drop(map.next_value::<IgnoredAny>()?),
+            _ => drop(map.next_value::<Skip>()?),
         }
         Ok(())
     }
@@ -366,7 +415,7 @@ impl<'de> Fields<'de> for Thread<'de> {
         match key {
             "crashed" => self.crashed = map.next_value::<Crashed>()?.0,
             "stacktrace" => self.frames = map.next_value::<AnyStacktrace>()?.0,
-            _ => drop(map.next_value::<IgnoredAny>()?),
+            _ => drop(map.next_value::<Skip>()?),
         }
         Ok(())
     }
@@ -377,7 +426,7 @@ impl<'de> Fields<'de> for Template<'de> {
         match key {
             "message" => self.message = map.next_value::<Text>()?.0,
             "formatted" => self.formatted = map.next_value::<Text>()?.0,
-            _ => drop(map.next_value::<IgnoredAny>()?),
+            _ => drop(map.next_value::<Skip>()?),
         }
         Ok(())
     }
@@ -417,7 +466,7 @@ tolerant!(
                     r.bare.value = map.next_value::<Text>()?.0;
                 }
                 "stacktrace" => r.bare.frames = map.next_value::<AnyStacktrace>()?.0,
-                _ => drop(map.next_value::<IgnoredAny>()?),
+                _ => drop(map.next_value::<Skip>()?),
             }
         }
         Ok(ExceptionsAny(Exceptions(match r.values {
@@ -447,7 +496,7 @@ tolerant!(
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             match key.as_ref() {
                 "values" => threads = map.next_value::<ThreadList>()?.0.unwrap_or_default(),
-                _ => drop(map.next_value::<IgnoredAny>()?),
+                _ => drop(map.next_value::<Skip>()?),
             }
         }
         Ok(Threads(threads))
@@ -484,7 +533,7 @@ tolerant!(
     AnyEventId,
     "any value",
     |map| {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
         Ok(AnyEventId(EventId::Invalid))
     },
     |seq| {
@@ -514,7 +563,7 @@ impl<'de> Fields<'de> for EventView<'de> {
             "transaction" => self.transaction = map.next_value::<Text>()?.0,
             "release" => self.release = map.next_value::<Text>()?.0,
             "server_name" => self.server_name = map.next_value::<Text>()?.0,
-            _ => drop(map.next_value::<IgnoredAny>()?),
+            _ => drop(map.next_value::<Skip>()?),
         }
         Ok(())
     }
