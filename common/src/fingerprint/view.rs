@@ -382,7 +382,9 @@ impl<'de> Fields<'de> for Frame<'de> {
             "abs_path" => self.abs_path = map.next_value::<Text>()?.0,
             "function" => self.function = map.next_value::<Text>()?.0,
             "lineno" => self.lineno = map.next_value::<LineNo>()?.0,
-            _ => drop(map.next_value::<Skip>()?),
+            _ => {
+                map.next_value::<Skip>()?;
+            }
         }
         Ok(())
     }
@@ -392,7 +394,9 @@ impl<'de> Fields<'de> for Frames<'de> {
     fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         match key {
             "frames" => self.0 = map.next_value::<FrameList>()?.0.unwrap_or_default(),
-            _ => drop(map.next_value::<Skip>()?),
+            _ => {
+                map.next_value::<Skip>()?;
+            }
         }
         Ok(())
     }
@@ -404,7 +408,9 @@ impl<'de> Fields<'de> for Exception<'de> {
             "type" => self.ty = map.next_value::<Text>()?.0,
             "value" => self.value = map.next_value::<Text>()?.0,
             "stacktrace" => self.frames = map.next_value::<AnyStacktrace>()?.0,
-            _ => drop(map.next_value::<Skip>()?),
+            _ => {
+                map.next_value::<Skip>()?;
+            }
         }
         Ok(())
     }
@@ -415,7 +421,9 @@ impl<'de> Fields<'de> for Thread<'de> {
         match key {
             "crashed" => self.crashed = map.next_value::<Crashed>()?.0,
             "stacktrace" => self.frames = map.next_value::<AnyStacktrace>()?.0,
-            _ => drop(map.next_value::<Skip>()?),
+            _ => {
+                map.next_value::<Skip>()?;
+            }
         }
         Ok(())
     }
@@ -426,7 +434,9 @@ impl<'de> Fields<'de> for Template<'de> {
         match key {
             "message" => self.message = map.next_value::<Text>()?.0,
             "formatted" => self.formatted = map.next_value::<Text>()?.0,
-            _ => drop(map.next_value::<Skip>()?),
+            _ => {
+                map.next_value::<Skip>()?;
+            }
         }
         Ok(())
     }
@@ -466,7 +476,9 @@ tolerant!(
                     r.bare.value = map.next_value::<Text>()?.0;
                 }
                 "stacktrace" => r.bare.frames = map.next_value::<AnyStacktrace>()?.0,
-                _ => drop(map.next_value::<Skip>()?),
+                _ => {
+                map.next_value::<Skip>()?;
+            }
             }
         }
         Ok(ExceptionsAny(Exceptions(match r.values {
@@ -496,7 +508,9 @@ tolerant!(
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             match key.as_ref() {
                 "values" => threads = map.next_value::<ThreadList>()?.0.unwrap_or_default(),
-                _ => drop(map.next_value::<Skip>()?),
+                _ => {
+                map.next_value::<Skip>()?;
+            }
             }
         }
         Ok(Threads(threads))
@@ -563,7 +577,9 @@ impl<'de> Fields<'de> for EventView<'de> {
             "transaction" => self.transaction = map.next_value::<Text>()?.0,
             "release" => self.release = map.next_value::<Text>()?.0,
             "server_name" => self.server_name = map.next_value::<Text>()?.0,
-            _ => drop(map.next_value::<Skip>()?),
+            _ => {
+                map.next_value::<Skip>()?;
+            }
         }
         Ok(())
     }
