@@ -477,8 +477,8 @@ tolerant!(
                 }
                 "stacktrace" => r.bare.frames = map.next_value::<AnyStacktrace>()?.0,
                 _ => {
-                map.next_value::<Skip>()?;
-            }
+                    map.next_value::<Skip>()?;
+                }
             }
         }
         Ok(ExceptionsAny(Exceptions(match r.values {
@@ -509,8 +509,8 @@ tolerant!(
             match key.as_ref() {
                 "values" => threads = map.next_value::<ThreadList>()?.0.unwrap_or_default(),
                 _ => {
-                map.next_value::<Skip>()?;
-            }
+                    map.next_value::<Skip>()?;
+                }
             }
         }
         Ok(Threads(threads))
