@@ -2,29 +2,8 @@
 //! as the oracle that [`super::view`] must agree with on any input.
 
 use serde_json::Value;
-use xxhash_rust::xxh3::Xxh3;
 
-use super::Rule;
-
-/// Feeds length-prefixed fields, so that `("ab", "c")` and `("a", "bc")` differ.
-struct Hasher(Xxh3);
-
-impl Hasher {
-    fn new(rule: Rule) -> Self {
-        let mut h = Self(Xxh3::new());
-        h.field(rule.name());
-        h
-    }
-
-    fn field(&mut self, value: &str) {
-        self.0.update(&(value.len() as u64).to_le_bytes());
-        self.0.update(value.as_bytes());
-    }
-
-    fn finish(self, rule: Rule) -> String {
-        format!("{}:{:032x}", rule.name(), self.0.digest128())
-    }
-}
+use super::{Hasher, Rule};
 
 fn text(value: Option<&Value>) -> &str {
     value.and_then(Value::as_str).unwrap_or_default()
