@@ -14,6 +14,7 @@
 //! count is an upper bound; `overcount` says by how much at most. Each instance reports its own drops;
 //! `cyclops-count --floods` adds them up across the farm.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -25,14 +26,15 @@ const HOSTS_PER_ENTRY: usize = 5;
 /// Longest text kept (title, release, host), in bytes.
 const TEXT_MAX_BYTES: usize = 200;
 
-/// What a dropped event says about itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Sample {
+/// What a dropped event says about itself, borrowed: most drops only add
+/// to an existing entry, and copy nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample<'a> {
     /// `Type: value` of the exception, or the message.
-    pub title: String,
-    pub release: Option<String>,
+    pub title: &'a str,
+    pub release: Option<&'a str>,
     /// `server_name`, else the client's address.
-    pub host: String,
+    pub host: &'a str,
 }
 
 /// One flooding fingerprint of one project.
@@ -101,12 +103,12 @@ impl FloodReport {
         if let Some(entry) = entries.by_project.get_mut(&project).and_then(|p| p.get_mut(fingerprint)) {
             entry.dropped += 1;
             entry.last_seen_ms = now_ms;
-            if let Some(release) = &sample.release
-                && entry.release.as_deref() != Some(truncate(release, TEXT_MAX_BYTES).as_str())
+            if let Some(release) = sample.release.map(cut)
+                && entry.release.as_deref() != Some(&*release)
             {
-                entry.release = Some(truncate(release, TEXT_MAX_BYTES));
+                entry.release = Some(release.into_owned());
             }
-            count_host(&mut entry.hosts, &truncate(&sample.host, TEXT_MAX_BYTES));
+            count_host(&mut entry.hosts, &cut(sample.host));
             return;
         }
         // Stale entries go at most once a second: that pass is over the whole table.
@@ -141,9 +143,9 @@ impl FloodReport {
             overcount: inherited,
             first_seen_ms: now_ms,
             last_seen_ms: now_ms,
-            title: truncate(&sample.title, TEXT_MAX_BYTES),
-            release: sample.release.as_deref().map(|r| truncate(r, TEXT_MAX_BYTES)),
-            hosts: vec![HostCount { host: truncate(&sample.host, TEXT_MAX_BYTES), count: 1 }],
+            title: cut(sample.title).into_owned(),
+            release: sample.release.map(|r| cut(r).into_owned()),
+            hosts: vec![HostCount { host: cut(sample.host).into_owned(), count: 1 }],
         };
         entries.by_project.entry(project).or_default().insert(fingerprint.to_owned(), entry);
         entries.len += 1;
@@ -190,23 +192,24 @@ fn count_host(hosts: &mut Vec<HostCount>, host: &str) {
     hosts.sort_by_key(|h| std::cmp::Reverse(h.count));
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
+/// `text` cut to `TEXT_MAX_BYTES` on a character boundary, marked with `…`.
+fn cut(text: &str) -> Cow<'_, str> {
+    if text.len() <= TEXT_MAX_BYTES {
+        return Cow::Borrowed(text);
     }
-    let mut end = max;
+    let mut end = TEXT_MAX_BYTES;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &text[..end])
+    Cow::Owned(format!("{}…", &text[..end]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sample(title: &str, release: Option<&str>, host: &str) -> Sample {
-        Sample { title: title.into(), release: release.map(Into::into), host: host.into() }
+    fn sample<'a>(title: &'a str, release: Option<&'a str>, host: &'a str) -> Sample<'a> {
+        Sample { title, release, host }
     }
 
     #[test]
@@ -276,8 +279,8 @@ mod tests {
     #[test]
     fn long_titles_are_cut_on_a_character_boundary() {
         let title = "é".repeat(150);
-        let cut = truncate(&title, TEXT_MAX_BYTES);
-        assert!(cut.len() <= TEXT_MAX_BYTES + "…".len() && cut.ends_with('…'));
+        let short = cut(&title);
+        assert!(short.len() <= TEXT_MAX_BYTES + "…".len() && short.ends_with('…'));
         let report = FloodReport::new(10, Duration::from_secs(60));
         let huge = "h".repeat(1 << 20);
         report.dropped(1, "fp", &sample(&huge, Some(&huge), &huge), 1);

@@ -172,11 +172,15 @@ async fn decide(intake: &Intake, project_id: u64, understood: &Understood) -> (F
 /// Adds a dropped event to `/floods`; its host is its `server_name`, else the client's address.
 fn report_flood(intake: &Intake, project_id: u64, understood: &Understood, headers: &HeaderMap, peer: SocketAddr) {
     let (Some(fingerprint), Some(summary)) = (&understood.fingerprint, &understood.summary) else { return };
+    let client;
     let host = match &summary.server_name {
-        Some(name) => name.clone(),
-        None => client_ip(intake.config.trust_forwarded_for, headers, peer),
+        Some(name) => name.as_str(),
+        None => {
+            client = client_ip(intake.config.trust_forwarded_for, headers, peer);
+            client.as_str()
+        }
     };
-    let sample = Sample { title: summary.title.clone(), release: summary.release.clone(), host };
+    let sample = Sample { title: &summary.title, release: summary.release.as_deref(), host };
     intake.floods.dropped(project_id, fingerprint, &sample, now_ms());
 }
 
