@@ -28,7 +28,7 @@ PG_PORT=${PG_PORT:-5432}
 PG_DIR=${CYCLOPS_PG_DIR:-/tmp/cyclops-stack/postgres-$PG_PORT}
 # The G1 tuning of Kafka's operations guide ("Java Version"). The heap is
 # smaller than the guide's 6g, for a laptop, but large enough that a young
-# collection (10-20 ms, every broker request waits) comes every 20 s or so
+# collection (10-25 ms, every broker request waits) comes every 20 s or so
 # under the load benchmark, not every 8 s as with 768m.
 KAFKA_HEAP=${KAFKA_HEAP:-2g}
 KAFKA_JVM_PERFORMANCE_OPTS=${KAFKA_JVM_PERFORMANCE_OPTS:--XX:MetaspaceSize=96m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
@@ -194,9 +194,11 @@ kafka_up() {
   : >"$KAFKA_LOG"
   # A fixed heap; GC pauses logged, as Kafka's own start script does, since
   # they are what ingest's latency tail is made of on a small machine.
-  # shellcheck disable=SC2086 # KAFKA_JVM_PERFORMANCE_OPTS is a list of flags
-  nohup java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" $KAFKA_JVM_PERFORMANCE_OPTS -Djava.awt.headless=true \
-    -Xlog:gc:file="$STACK_DIR/logs/kafka-gc.log":time,uptime:filecount=5,filesize=20M \
+  local jvm_opts
+  read -r -a jvm_opts <<<"$KAFKA_JVM_PERFORMANCE_OPTS"
+  # The file name in quotes the JVM sees: -Xlog splits on ':' otherwise.
+  nohup java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" "${jvm_opts[@]}" -Djava.awt.headless=true \
+    "-Xlog:gc:file=\"$STACK_DIR/logs/kafka-gc.log\":time,uptime:filecount=5,filesize=20M" \
     -Dlog4j2.configurationFile="$KAFKA_HOME/log4j2.properties" \
     -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_HOME/server.properties" \
     >"$STACK_DIR/logs/kafka.stdout" 2>&1 </dev/null &
