@@ -41,7 +41,13 @@ pub async fn read_records(topic: &str, n: usize, deadline: Duration) -> Vec<Stor
     let mut out = Vec::new();
     let end = tokio::time::Instant::now() + deadline;
     while out.len() < n {
-        let Ok(Ok(message)) = tokio::time::timeout_at(end, consumer.recv()).await else { break };
+        let message = match tokio::time::timeout_at(end, consumer.recv()).await {
+            Ok(Ok(message)) => message,
+            // "Unknown topic" while the topic is being created, a broker
+            // reconnecting: transient, and the deadline bounds the wait.
+            Ok(Err(_)) => continue,
+            Err(_) => break,
+        };
         use rdkafka::message::Headers;
         let raw_headers = message
             .headers()

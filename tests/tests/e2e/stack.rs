@@ -90,6 +90,27 @@ async fn kafka_produces_consumes_and_commits_for_a_group() {
     admin.delete_topics(&[&topic], &AdminOptions::new()).await.expect("delete topic");
 }
 
+/// Tests read topics that the services create (the dead-letter topic, say),
+/// and may subscribe first: the reader must wait for the topic, not give up
+/// on the broker's "unknown topic" answer.
+#[tokio::test]
+async fn a_reader_waits_for_a_topic_created_after_it_subscribed() {
+    let topic = unique("stack-late-topic");
+    let reader = tokio::spawn({
+        let topic = topic.clone();
+        async move { cyclops_tests::kafka::read_records(&topic, 1, TIMEOUT).await }
+    });
+    // Long enough for the reader's first metadata answer to say "unknown".
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cyclops_tests::kafka::create_topic(&topic, 1).await.expect("topic");
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create().expect("producer");
+    producer.send(FutureRecord::to(&topic).key("k").payload("late"), Duration::from_secs(10)).await.expect("produced");
+    let records = reader.await.expect("reader task");
+    assert_eq!(records.len(), 1, "the record written after the topic appeared is read");
+    assert_eq!(records[0].payload, b"late");
+}
+
 #[tokio::test]
 async fn redis_round_trips_with_expiry() {
     let client = redis::Client::open(redis_url()).expect("redis url");
