@@ -1,5 +1,6 @@
 //! What `cyclops-ingest` and `cyclops-forwarder` share, and nothing else.
 //!
+//! - [`category`]: Sentry's data categories, which its rate limits name.
 //! - [`config`]: the one configuration both services read (file, environment, flags).
 //! - [`encoding`]: HTTP content encodings, decoded within a size limit.
 //! - [`record`]: the Kafka side of the contract between the two services.
@@ -7,6 +8,7 @@
 //! - [`telemetry`]: logging and the Prometheus recorder.
 //! - [`shutdown`]: turning SIGTERM/SIGINT into a cancellation both services obey.
 
+pub mod category;
 pub mod cli;
 pub mod config;
 pub mod encoding;

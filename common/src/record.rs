@@ -10,8 +10,13 @@
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-/// Version of the record layout, carried by every record.
-pub const CONTRACT_VERSION: u32 = 1;
+/// Version of the record layout ingest writes, carried by every record.
+/// Version 2 added `cyclops-fingerprint` and `cyclops-categories`.
+pub const CONTRACT_VERSION: u32 = 2;
+
+/// The oldest version this build still reads: a version-1 record (written by
+/// an older ingest) reads with no fingerprint and unknown categories.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// Header names: fixed, lowercase, part of the contract.
 pub mod header {
@@ -39,6 +44,13 @@ pub mod header {
     pub const CLIENT_IP: &str = "cyclops-client-ip";
     /// `User-Agent` of the original request; absent when it had none.
     pub const USER_AGENT: &str = "cyclops-user-agent";
+    /// The flood filter's fingerprint (version 2); absent when the record
+    /// holds no error event (a session update, a client report).
+    pub const FINGERPRINT: &str = "cyclops-fingerprint";
+    /// Sentry's data categories of what the record carries (version 2),
+    /// comma-separated, e.g. `error,attachment`: what a rate limit of Sentry
+    /// (`X-Sentry-Rate-Limits`) is matched against.
+    pub const CATEGORIES: &str = "cyclops-categories";
 }
 
 /// The topic that holds `project_id`'s events: `{prefix}{project_id}`.
@@ -70,6 +82,10 @@ pub struct RecordHeaders {
     pub received_at_ms: u64,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
+    pub fingerprint: Option<String>,
+    /// Sentry's data categories of the record's items; empty when unknown
+    /// (a version-1 record).
+    pub categories: Vec<String>,
 }
 
 /// Why a record's headers cannot be read.
@@ -81,7 +97,9 @@ pub enum RecordError {
     NotUtf8(&'static str),
     #[error("header {name} has an invalid value {value:?}")]
     Invalid { name: &'static str, value: String },
-    #[error("record contract version {0} is not supported (this build reads {CONTRACT_VERSION})")]
+    #[error(
+        "record contract version {0} is not supported (this build reads {OLDEST_READABLE_VERSION} to {CONTRACT_VERSION})"
+    )]
     UnsupportedVersion(u32),
 }
 
@@ -91,6 +109,7 @@ impl RecordHeaders {
         let contract = CONTRACT_VERSION.to_string();
         let project = self.project_id.to_string();
         let received = self.received_at_ms.to_string();
+        let categories = (!self.categories.is_empty()).then(|| self.categories.join(","));
         let mut pairs: Vec<(&str, &str)> = vec![
             (header::CONTRACT, &contract),
             (header::METHOD, &self.method),
@@ -106,9 +125,11 @@ impl RecordHeaders {
             (header::AUTH, &self.auth),
             (header::CLIENT_IP, &self.client_ip),
             (header::USER_AGENT, &self.user_agent),
+            (header::FINGERPRINT, &self.fingerprint),
+            (header::CATEGORIES, &categories),
         ];
         pairs.extend(optional.iter().filter_map(|(k, v)| v.as_deref().map(|v| (*k, v))));
-        pairs.into_iter().fold(OwnedHeaders::new_with_capacity(12), |h, (key, value)| {
+        pairs.into_iter().fold(OwnedHeaders::new_with_capacity(14), |h, (key, value)| {
             h.insert(Header { key, value: Some(value.as_bytes()) })
         })
     }
@@ -128,7 +149,7 @@ impl RecordHeaders {
             value.parse().map_err(|_| RecordError::Invalid { name, value })
         };
         let version = number(header::CONTRACT)?;
-        if version != u64::from(CONTRACT_VERSION) {
+        if !(u64::from(OLDEST_READABLE_VERSION)..=u64::from(CONTRACT_VERSION)).contains(&version) {
             return Err(RecordError::UnsupportedVersion(u32::try_from(version).unwrap_or(u32::MAX)));
         }
         Ok(Self {
@@ -143,6 +164,10 @@ impl RecordHeaders {
             received_at_ms: number(header::RECEIVED_AT_MS)?,
             client_ip: get(header::CLIENT_IP)?,
             user_agent: get(header::USER_AGENT)?,
+            fingerprint: get(header::FINGERPRINT)?,
+            categories: get(header::CATEGORIES)?
+                .map(|c| c.split(',').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default(),
         })
     }
 }
@@ -164,6 +189,8 @@ mod tests {
             received_at_ms: 1_700_000_000_000,
             client_ip: Some("10.0.0.1".into()),
             user_agent: None,
+            fingerprint: Some("0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
+            categories: vec!["error".into(), "attachment".into()],
         }
     }
 
@@ -182,8 +209,24 @@ mod tests {
 
     #[test]
     fn an_unknown_contract_version_is_refused() {
-        let future = OwnedHeaders::new().insert(Header { key: header::CONTRACT, value: Some("2") });
-        assert_eq!(RecordHeaders::from_kafka(Some(&future)), Err(RecordError::UnsupportedVersion(2)));
+        let future = OwnedHeaders::new().insert(Header { key: header::CONTRACT, value: Some("3") });
+        assert_eq!(RecordHeaders::from_kafka(Some(&future)), Err(RecordError::UnsupportedVersion(3)));
+    }
+
+    #[test]
+    fn a_version_1_record_reads_with_unknown_categories() {
+        let v1 = [
+            (header::CONTRACT, "1"),
+            (header::METHOD, "POST"),
+            (header::PATH, "/api/7/store/"),
+            (header::EVENT_ID, "0123456789abcdef0123456789abcdef"),
+            (header::PROJECT_ID, "7"),
+            (header::RECEIVED_AT_MS, "1700000000000"),
+        ]
+        .into_iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value) }));
+        let read = RecordHeaders::from_kafka(Some(&v1)).expect("version 1 is read");
+        assert_eq!((read.fingerprint, read.categories), (None, Vec::<String>::new()));
     }
 
     #[test]

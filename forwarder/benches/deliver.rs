@@ -125,6 +125,8 @@ async fn backlog(prefix: &str, count: usize) {
             received_at_ms: 0,
             client_ip: Some("127.0.0.1".into()),
             user_agent: Some("sentry.python/2.19.0".into()),
+            fingerprint: None,
+            categories: vec!["error".into()],
         };
         let record =
             FutureRecord::to(&topic).key(&event_id).payload(&bodies[n % bodies.len()]).headers(headers.to_kafka());

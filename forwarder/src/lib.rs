@@ -3,7 +3,8 @@
 //! [`Forwarder::build`] binds the status endpoints (port 0 in tests) and
 //! [`Forwarder::run`] runs until the shutdown token is cancelled, then drains
 //! within `forwarder.drain_timeout_secs`. The delivery itself is the
-//! [`engine`]'s; [`schedule`] decides the order, [`pacing`] the pace,
+//! [`engine`]'s; [`schedule`] decides the order ([`holds`] parks the categories Sentry
+//! rate-limits), [`pacing`] the pace,
 //! [`offsets`] what to commit. [`demo_sink`] is a stand-in for Sentry that
 //! `make run` uses when no Sentry is configured.
 
@@ -11,6 +12,7 @@ pub mod deadletter;
 pub mod demo_sink;
 pub mod engine;
 mod error;
+pub mod holds;
 pub mod metrics;
 pub mod offsets;
 pub mod pacing;

@@ -10,6 +10,7 @@ pub const RETRIED: &str = "cyclops_forwarder_retried_total";
 pub const HELD: &str = "cyclops_forwarder_held_total";
 /// Gauge of projects held by a rate limit now.
 pub const HOLDS_ACTIVE: &str = "cyclops_forwarder_holds_active";
+pub const PARKED: &str = "cyclops_forwarder_parked_total";
 /// Counter of records written to the dead-letter topic. Labels: none.
 pub const DEAD_LETTERED: &str = "cyclops_forwarder_dead_lettered_total";
 /// Counter of records that cannot be replayed (bad headers or path). Labels: none.
@@ -46,8 +47,9 @@ pub(crate) fn describe() {
     describe_counter!(DELIVERED, "Events Sentry accepted, by project.");
     describe_counter!(REJECTED, "Events Sentry refused for good, by HTTP status.");
     describe_counter!(RETRIED, "Delivery attempts to be retried, by reason.");
-    describe_counter!(HELD, "Rate-limit holds imposed by Sentry, by project.");
-    describe_gauge!(HOLDS_ACTIVE, "Projects held by a rate limit now.");
+    describe_counter!(HELD, "Rate-limit holds imposed by Sentry, by project and kind (quota, retry_after).");
+    describe_counter!(PARKED, "Events put back unsent because Sentry holds one of their categories, by project.");
+    describe_gauge!(HOLDS_ACTIVE, "Rate-limit holds in force now: whole projects and single categories of a project.");
     describe_counter!(DEAD_LETTERED, "Records written to the dead-letter topic.");
     describe_counter!(MALFORMED, "Records that cannot be replayed to Sentry.");
     describe_counter!(CONSUMER_ERRORS, "Errors reported by the Kafka consumer.");

@@ -101,7 +101,6 @@ impl<T> PartitionQueue<T> {
 struct Project<K> {
     partitions: VecDeque<K>,
     weight: u32,
-    held_until: Option<Instant>,
 }
 
 /// The scheduler; `K` names a partition, `T` is a buffered event.
@@ -113,6 +112,10 @@ pub struct Scheduler<K, T> {
     ring: VecDeque<u64>,
     /// Events the front project may still send in this turn.
     credit: u32,
+    /// Projects held until then. Kept apart from `projects`, so that a hold
+    /// outlives a rebalance that takes the project's partitions and gives
+    /// them back.
+    held: HashMap<u64, Instant>,
     weights: HashMap<u64, u32>,
     newest_first: bool,
     backfill_every: u64,
@@ -133,6 +136,7 @@ impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
             projects: HashMap::new(),
             ring: VecDeque::new(),
             credit: 0,
+            held: HashMap::new(),
             weights,
             newest_first,
             backfill_every: u64::from(backfill_every),
@@ -147,11 +151,7 @@ impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let weight = self.weights.get(&project).copied().unwrap_or(1).max(1);
-                let p = self.projects.entry(project).or_insert_with(|| Project {
-                    partitions: VecDeque::new(),
-                    weight,
-                    held_until: None,
-                });
+                let p = self.projects.entry(project).or_insert_with(|| Project { partitions: VecDeque::new(), weight });
                 p.partitions.push_back(partition.clone());
                 if p.partitions.len() == 1 {
                     self.ring.push_back(project);
@@ -185,17 +185,20 @@ impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
     }
 
     /// Holds `project` until `until` (a later hold extends, an earlier one
-    /// does not shorten).
-    pub fn hold(&mut self, project: u64, until: Instant) {
-        if let Some(p) = self.projects.get_mut(&project) {
-            p.held_until = Some(p.held_until.map_or(until, |u| u.max(until)));
-        }
+    /// does not shorten); holds over at `now` are forgotten.
+    pub fn hold(&mut self, project: u64, until: Instant, now: Instant) {
+        self.held.retain(|_, &mut end| end > now);
+        let end = self.held.entry(project).or_insert(until);
+        *end = (*end).max(until);
+    }
+
+    fn held_until(&self, project: u64, now: Instant) -> Option<Instant> {
+        self.held.get(&project).copied().filter(|&u| u > now)
     }
 
     /// Projects held at `now`, with when their hold ends.
     pub fn holds(&self, now: Instant) -> Vec<(u64, Instant)> {
-        let mut held: Vec<_> =
-            self.projects.iter().filter_map(|(&id, p)| p.held_until.filter(|&u| u > now).map(|u| (id, u))).collect();
+        let mut held: Vec<_> = self.held.iter().filter(|&(_, &u)| u > now).map(|(&id, &u)| (id, u)).collect();
         held.sort_unstable_by_key(|&(id, _)| id);
         held
     }
@@ -246,7 +249,7 @@ impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
 
     fn project_ready(&self, project: u64, now: Instant) -> bool {
         let Some(p) = self.projects.get(&project) else { return false };
-        if p.held_until.is_some_and(|u| u > now) {
+        if self.held_until(project, now).is_some() {
             return false;
         }
         p.partitions.iter().any(|k| self.partitions.get(k).is_some_and(|q| q.ready(now, self.retry_cap)))
@@ -288,7 +291,7 @@ impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
     /// When something not ready now becomes ready (a hold ends, a retry is
     /// due); `None` when that depends only on new events.
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
-        let holds = self.projects.values().filter_map(|p| p.held_until.filter(|&u| u > now));
+        let holds = self.held.values().copied();
         let retries = self.partitions.values().filter_map(|q| q.retries.peek().map(|Reverse(r)| r.at));
         holds.chain(retries).filter(|&t| t > now).min()
     }
@@ -386,10 +389,22 @@ mod tests {
         let now = Instant::now();
         s.push(&"a", 1, Lane::Live, 1);
         s.push(&"b", 2, Lane::Live, 2);
-        s.hold(1, now + Duration::from_secs(5));
+        s.hold(1, now + Duration::from_secs(5), now);
         assert_eq!(drain(&mut s, now), vec![("b", 2)]);
         assert_eq!(s.next_wakeup(now), Some(now + Duration::from_secs(5)));
         assert_eq!(s.holds(now), vec![(1, now + Duration::from_secs(5))]);
+        assert_eq!(drain(&mut s, now + Duration::from_secs(5)), vec![("a", 1)]);
+    }
+
+    #[test]
+    fn a_hold_outlives_a_rebalance_that_gives_the_partition_back() {
+        let mut s = sched(false);
+        let now = Instant::now();
+        s.push(&"a", 1, Lane::Live, 1);
+        s.hold(1, now + Duration::from_secs(5), now);
+        assert_eq!(s.remove_partition(&"a"), 1);
+        s.push(&"a", 1, Lane::Live, 1);
+        assert!(drain(&mut s, now).is_empty(), "still held");
         assert_eq!(drain(&mut s, now + Duration::from_secs(5)), vec![("a", 1)]);
     }
 

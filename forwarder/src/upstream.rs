@@ -20,7 +20,8 @@ pub enum Outcome {
     /// without a hint.
     Retry(&'static str),
     /// Sentry's rate limit (a 429 with `X-Sentry-Rate-Limits` or
-    /// `Retry-After`): send nothing for this project for that long.
+    /// `Retry-After`): this event waits that long. What else waits is in
+    /// [`Answer::limits`] (`quota`), or the whole project (`Retry-After`).
     Held { hold: Duration, quota: bool },
     /// The record cannot be turned into a request to Sentry.
     Malformed(String),
@@ -49,6 +50,36 @@ pub struct Answer {
     pub outcome: Outcome,
     /// The HTTP status, when Sentry answered.
     pub status: Option<u16>,
+    /// The limits of `X-Sentry-Rate-Limits`, on a 429 or a 2xx alike (Sentry
+    /// sends them with a 200 when it dropped some items), clamped to
+    /// `[1 s, max_hold]`.
+    pub limits: Vec<Limit>,
+}
+
+/// One limit Sentry announced: these categories (empty: all) of the
+/// project may send nothing for `hold`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    pub categories: Vec<String>,
+    pub hold: Duration,
+}
+
+impl Answer {
+    /// An answer Sentry did not give (no request, or no response).
+    pub fn local(outcome: Outcome) -> Self {
+        Self { outcome, status: None, limits: Vec::new() }
+    }
+}
+
+/// `X-Sentry-Rate-Limits` as holds clamped to `[1 s, max_hold]`.
+pub fn limits(header: Option<&str>, max_hold: Duration) -> Vec<Limit> {
+    let clamp = |d: Duration| d.clamp(Duration::from_secs(1), max_hold.max(Duration::from_secs(1)));
+    header
+        .map(parse_rate_limits)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| Limit { categories: l.categories, hold: clamp(l.retry_after) })
+        .collect()
 }
 
 /// The one Sentry this forwarder talks to; connections are pooled and kept alive.
@@ -97,7 +128,7 @@ impl Upstream {
 
     /// Sends one stored request.
     pub async fn deliver(&self, record: &RecordHeaders, body: bytes::Bytes) -> Answer {
-        let malformed = |reason| Answer { outcome: Outcome::Malformed(reason), status: None };
+        let malformed = |reason| Answer::local(Outcome::Malformed(reason));
         let url = match self.url_for(record) {
             Ok(url) => url,
             Err(reason) => return malformed(reason),
@@ -124,9 +155,9 @@ impl Upstream {
         let sent = self.client.request(method, url).headers(headers).body(body).send().await;
         let response = match sent {
             Ok(response) => response,
-            Err(e) if e.is_timeout() => return Answer { outcome: Outcome::Retry("timeout"), status: None },
-            Err(e) if e.is_connect() => return Answer { outcome: Outcome::Retry("connect"), status: None },
-            Err(_) => return Answer { outcome: Outcome::Retry("transport"), status: None },
+            Err(e) if e.is_timeout() => return Answer::local(Outcome::Retry("timeout")),
+            Err(e) if e.is_connect() => return Answer::local(Outcome::Retry("connect")),
+            Err(_) => return Answer::local(Outcome::Retry("transport")),
         };
         let status = response.status().as_u16();
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
@@ -135,7 +166,8 @@ impl Upstream {
         } else {
             classify(status, &self.dead_letter_statuses)
         };
-        Answer { outcome, status: Some(status) }
+        let limits = limits(header("x-sentry-rate-limits"), self.max_hold);
+        Answer { outcome, status: Some(status), limits }
     }
 }
 
@@ -154,9 +186,9 @@ impl Upstream {
     }
 }
 
-/// A 429's meaning: a hold for the longest limit `X-Sentry-Rate-Limits`
-/// names (whatever its category: the request was refused), else for
-/// `Retry-After`; a bare 429 is retried with backoff.
+/// A 429's meaning for the refused event: a wait for the longest limit
+/// `X-Sentry-Rate-Limits` names (whatever its category: the request was
+/// refused), else for `Retry-After`; a bare 429 is retried with backoff.
 pub fn rate_limited(
     rate_limits: Option<&str>,
     retry_after: Option<&str>,
@@ -205,6 +237,8 @@ mod tests {
             received_at_ms: 0,
             client_ip: None,
             user_agent: None,
+            fingerprint: None,
+            categories: Vec::new(),
         }
     }
 
@@ -241,6 +275,21 @@ mod tests {
         assert_eq!(classify(503, &refused), Outcome::Retry("server_error"));
         assert_eq!(classify(404, &refused), Outcome::Retry("unexpected_status"));
         assert_eq!(classify(403, &[400]), Outcome::Retry("unexpected_status"), "configurable");
+    }
+
+    #[test]
+    fn rate_limits_become_holds_per_category_clamped() {
+        let max = Duration::from_secs(600);
+        let hold = |categories: &[&str], secs| Limit {
+            categories: categories.iter().map(|c| (*c).to_owned()).collect(),
+            hold: Duration::from_secs(secs),
+        };
+        assert_eq!(
+            limits(Some("60:transaction;span:organization:quota, 0::key, 99999:error:project"), max),
+            vec![hold(&["transaction", "span"], 60), hold(&[], 1), hold(&["error"], 600)]
+        );
+        assert!(limits(None, max).is_empty());
+        assert!(limits(Some("junk"), max).is_empty());
     }
 
     #[test]

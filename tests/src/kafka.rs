@@ -69,6 +69,8 @@ pub async fn read_records(topic: &str, n: usize, deadline: Duration) -> Vec<Stor
             received_at_ms: 0,
             client_ip: None,
             user_agent: None,
+            fingerprint: None,
+            categories: Vec::new(),
         });
         out.push(Stored {
             key: message.key().unwrap_or_default().to_vec(),
@@ -172,6 +174,8 @@ pub async fn produce_backlog_range(
             received_at_ms: 0,
             client_ip: Some("127.0.0.1".into()),
             user_agent: Some("cyclops-tests".into()),
+            fingerprint: None,
+            categories: vec!["error".into()],
         };
         let partition = i32::try_from(n).unwrap_or(0) % partitions;
         let mut record =

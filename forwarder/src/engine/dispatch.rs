@@ -1,8 +1,8 @@
 //! The dispatcher: takes the next event from the scheduler whenever the
 //! pacer allows, sends it on a task of its own, and acts on Sentry's answer:
 //! done (delivered or, once the dead-letter topic has it, refused), retried
-//! later with backoff, or held with its project for as long as Sentry's rate
-//! limit says.
+//! later with backoff, or held for as long as Sentry's rate limit says (with
+//! its project, or only with its categories: [`crate::holds`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use crate::metrics as m;
 use crate::pacing::backoff::Backoff;
 use crate::pacing::breaker::BreakerState;
 use crate::pacing::pacer::{Feedback, Gate, Pacer};
-use crate::upstream::{Answer, Outcome, Upstream};
+use crate::upstream::{Answer, Limit, Outcome, Upstream};
 
 /// What comes back from a delivery task.
 #[derive(Debug)]
@@ -146,7 +146,7 @@ impl Dispatcher {
             let delivery = std::panic::AssertUnwindSafe(upstream.deliver(&record, job.payload.clone()));
             let answer = delivery.catch_unwind().await.unwrap_or_else(|_| {
                 tracing::error!(topic = %job.topic, offset = job.offset, "delivery panicked; the event is retried");
-                Answer { outcome: Outcome::Retry("panic"), status: None }
+                Answer::local(Outcome::Retry("panic"))
             });
             // The receiver lives as long as the dispatcher; a send can only
             // fail after it stopped waiting, when nothing is committed anyway.
@@ -192,6 +192,9 @@ impl Dispatcher {
         outstanding: &mut usize,
     ) {
         let (topic, partition, offset, project) = (job.topic.clone(), job.partition, job.offset, job.project);
+        if !answer.limits.is_empty() {
+            self.apply_limits(project, &answer.limits, now);
+        }
         match answer.outcome {
             Outcome::Delivered => {
                 metrics::counter!(m::DELIVERED, "project" => project.to_string()).increment(1);
@@ -221,10 +224,34 @@ impl Dispatcher {
             Outcome::Held { hold, quota } => {
                 let kind = if quota { "quota" } else { "retry_after" };
                 metrics::counter!(m::HELD, "project" => project.to_string(), "kind" => kind).increment(1);
-                tracing::info!(project, hold_secs = hold.as_secs(), kind, "sentry rate-limits the project; holding it");
                 let mut inner = self.shared.lock();
-                inner.sched.hold(project, now + hold);
+                // A quota's holds came with `answer.limits`; `Retry-After`
+                // alone names no category, so it holds the whole project.
+                if !quota {
+                    tracing::info!(
+                        project,
+                        hold_secs = hold.as_secs(),
+                        "sentry asks to retry later; holding the project"
+                    );
+                    inner.sched.hold(project, now + hold, now);
+                }
                 inner.retry_at(job, now + hold);
+            }
+        }
+    }
+
+    /// Holds what `X-Sentry-Rate-Limits` limits: the whole project for a
+    /// limit on every category, else only the categories it names.
+    fn apply_limits(&self, project: u64, limits: &[Limit], now: Instant) {
+        let mut inner = self.shared.lock();
+        for limit in limits {
+            let until = now + limit.hold;
+            tracing::info!(project, hold_secs = limit.hold.as_secs(), categories = ?limit.categories, "sentry rate-limits the project; holding it");
+            if limit.categories.is_empty() {
+                inner.sched.hold(project, until, now);
+            }
+            for category in &limit.categories {
+                inner.category_holds.hold(project, category, until, now);
             }
         }
     }

@@ -176,7 +176,9 @@ async fn publish_gauges(status: EngineStatus, shutdown: CancellationToken) {
         tick.tick().await;
         let (parts, buffered, holds) = {
             let inner = status.shared.lock();
-            (inner.partitions(), inner.sched.total_buffered(), inner.sched.holds(Instant::now()).len())
+            let now = Instant::now();
+            let holds = inner.sched.holds(now).len() + inner.category_holds.active(now).len();
+            (inner.partitions(), inner.sched.total_buffered(), holds)
         };
         let now = now_ms();
         let mut current = HashSet::new();
@@ -208,7 +210,14 @@ impl EngineStatus {
         let now = Instant::now();
         let (parts, holds, totals, buffered) = {
             let inner = self.shared.lock();
-            (inner.partitions(), inner.sched.holds(now), inner.totals, inner.sched.total_buffered())
+            let holds: Vec<(u64, Option<String>, Instant)> = inner
+                .sched
+                .holds(now)
+                .into_iter()
+                .map(|(project, until)| (project, None, until))
+                .chain(inner.category_holds.active(now).into_iter().map(|(p, c, until)| (p, Some(c), until)))
+                .collect();
+            (inner.partitions(), holds, inner.totals, inner.sched.total_buffered())
         };
         let (average, percentile) = self.latency.lock().map(|l| l.summary()).unwrap_or_default();
         let view = self.view.lock().map(|v| *v).unwrap_or_default();
@@ -242,7 +251,10 @@ impl EngineStatus {
             .collect();
         let holds: Vec<_> = holds
             .iter()
-            .map(|(project, until)| json!({"project": project, "remaining_secs": until.duration_since(now).as_secs_f64()}))
+            .map(|(project, category, until)| {
+                // `category` null: every category of the project is held.
+                json!({"project": project, "category": category, "remaining_secs": until.duration_since(now).as_secs_f64()})
+            })
             .collect();
         json!({
             "service": "forwarder",

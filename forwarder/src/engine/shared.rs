@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::lanes::{Action, Read, Reading};
+use crate::holds::CategoryHolds;
 use crate::offsets::PartitionOffsets;
 use crate::pacing::backoff::Backoff;
 use crate::schedule::{Lane, Scheduler};
@@ -112,6 +113,9 @@ pub struct Inner {
     jump_threshold: Option<i64>,
     actions: Vec<(Tp, Action)>,
     pub totals: Totals,
+    /// Holds on some categories of a project (a hold on all of them is the
+    /// scheduler's).
+    pub category_holds: CategoryHolds,
 }
 
 /// The shared state and the dispatcher's wake-up call.
@@ -134,6 +138,7 @@ impl Shared {
                 jump_threshold,
                 actions: Vec::new(),
                 totals: Totals::default(),
+                category_holds: CategoryHolds::default(),
             }),
             wake: Notify::new(),
         })
@@ -249,10 +254,27 @@ impl Inner {
     }
 
     /// The next event to send, if any is ready.
+    ///
+    /// An event of a category Sentry holds is parked (put back, to go when
+    /// the hold ends) rather than sent; a partition parks at most the
+    /// scheduler's retry cap, then sends nothing new (the rest waits in
+    /// Kafka) until they are gone.
     pub fn next(&mut self, now: Instant) -> Option<Job> {
-        let (tp, job) = self.sched.next(now)?;
-        self.flow(&tp);
-        Some(job)
+        loop {
+            let (tp, job) = self.sched.next(now)?;
+            let categories = job.record.as_ref().map(|r| r.categories.as_slice()).unwrap_or_default();
+            match self.category_holds.parked_until(job.project, categories, now) {
+                // A malformed record is never sent: it goes to the dead letters now.
+                Some(until) if job.record.is_ok() => {
+                    metrics::counter!(crate::metrics::PARKED, "project" => job.project.to_string()).increment(1);
+                    self.sched.retry_at(&tp, job.project, job, until);
+                }
+                _ => {
+                    self.flow(&tp);
+                    return Some(job);
+                }
+            }
+        }
     }
 
     /// Jumps every partition whose unread backlog is past the threshold

@@ -139,6 +139,8 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
             received_at_ms: now_ms(),
             client_ip: Some(client_ip(intake.config.trust_forwarded_for, &s.headers, s.peer)),
             user_agent: header_str(&s.headers, header::USER_AGENT),
+            fingerprint: understood.fingerprint.clone(),
+            categories: understood.categories.clone(),
         };
         let topic = topic_name(&intake.config.topic_prefix, project_id);
         if let Err(e) = intake.producer.send(&topic, event_id, value, record.to_kafka()).await {

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::StoreError;
 use super::decode::{self, Encoding};
 use super::envelope;
+use cyclops_common::category;
 use cyclops_common::fingerprint::{self, EventId, EventView};
 
 /// Which Sentry form a submission has.
@@ -49,6 +50,8 @@ pub struct Understood {
     pub rewritten: Option<Rewritten>,
     /// What the flood report shows of the event; `None` without an event.
     pub summary: Option<Summary>,
+    /// Sentry's data categories of what it carries ([`category`]).
+    pub categories: Vec<String>,
 }
 
 /// An event's title, release and host, for the flood report.
@@ -103,6 +106,8 @@ struct EventFacts {
     id: Option<Value>,
     fingerprint: String,
     summary: Summary,
+    /// Its data category, by its `type`.
+    category: &'static str,
     /// The parsed event, when reading it needed the full parse.
     parsed: Option<Value>,
 }
@@ -118,7 +123,8 @@ fn read_event(json: &[u8], bad: fn(String) -> StoreError) -> Result<EventFacts, 
     let id = event.get("event_id").filter(|v| !v.is_null()).cloned();
     let view = EventView::of_value(&event);
     let (fingerprint, summary) = (fingerprint::of_view(&view), Summary::of(&view));
-    Ok(EventFacts { id, fingerprint, summary, parsed: Some(event) })
+    let category = category::of_event(view.ty.as_deref());
+    Ok(EventFacts { id, fingerprint, summary, category, parsed: Some(event) })
 }
 
 /// The one-pass read, or `None` for the full parse to decide (and word the
@@ -132,7 +138,13 @@ fn scan(json: &[u8]) -> Option<EventFacts> {
         EventId::Text(id) => Some(Value::String(id.as_ref().to_owned())),
         EventId::Invalid => return None,
     };
-    Some(EventFacts { id, fingerprint: fingerprint::of_view(&view), summary: Summary::of(&view), parsed: None })
+    Some(EventFacts {
+        id,
+        fingerprint: fingerprint::of_view(&view),
+        summary: Summary::of(&view),
+        category: category::of_event(view.ty.as_deref()),
+        parsed: None,
+    })
 }
 
 /// Sets `event_id` in a JSON object.
@@ -164,6 +176,7 @@ fn read_store(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Underst
     let json = decode::legacy_store_body(&decoded, limits.event_bytes)?;
     let facts = read_event(&json, StoreError::InvalidJson)?;
     let (fingerprint, summary) = (Some(facts.fingerprint), Some(facts.summary));
+    let categories = vec![facts.category.to_owned()];
     let (event_id, rewritten) = match facts.id {
         Some(id) => (normalise(&id, StoreError::InvalidJson)?, None),
         None => {
@@ -177,7 +190,7 @@ fn read_store(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Underst
             (id, Some(Rewritten { body, query: None }))
         }
     };
-    Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten, summary })
+    Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten, summary, categories })
 }
 
 fn read_envelope(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Understood, StoreError> {
@@ -191,6 +204,13 @@ fn read_envelope(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Unde
         Some(item) => Some(read_event(item.payload, |e| StoreError::InvalidEnvelope(format!("event item: {e}")))?),
         None => None,
     };
+    let mut categories = Vec::new();
+    for item in &parsed.items {
+        match (item.kind.as_str(), &event) {
+            ("event", Some(event)) => category::add(&mut categories, event.category),
+            (kind, _) => category::of_item(kind).into_iter().for_each(|c| category::add(&mut categories, c)),
+        }
+    }
     let dsn = parsed.header_str("dsn").map(str::to_owned);
     // Sentry answers with the id when the header has one, whatever the items.
     let has_event = parsed.needs_event_id() || parsed.header.get("event_id").is_some_and(|v| !v.is_null());
@@ -213,7 +233,7 @@ fn read_envelope(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Unde
             (id, Some(Rewritten { body, query: None }))
         }
     };
-    Ok(Understood { event_id, has_event, fingerprint, dsn, rewritten, summary })
+    Ok(Understood { event_id, has_event, fingerprint, dsn, rewritten, summary, categories })
 }
 
 fn read_beacon(path: &str, query: &str, limits: Limits) -> Result<Understood, StoreError> {
@@ -227,7 +247,8 @@ fn read_beacon(path: &str, query: &str, limits: Limits) -> Result<Understood, St
     let json = decode::legacy_store_body(data, limits.event_bytes)?;
     let mut event = json_object(&json, StoreError::InvalidJson)?;
     let fingerprint = Some(fingerprint::of_beacon(path, query, Some(&event)));
-    let summary = Some(Summary::of(&EventView::of_value(&event)));
+    let view = EventView::of_value(&event);
+    let (summary, categories) = (Some(Summary::of(&view)), vec![category::of_event(view.ty.as_deref()).to_owned()]);
     let (event_id, rewritten) = match event.get("event_id").filter(|v| !v.is_null()) {
         Some(id) => (normalise(id, StoreError::InvalidJson)?, None),
         None => {
@@ -241,7 +262,7 @@ fn read_beacon(path: &str, query: &str, limits: Limits) -> Result<Understood, St
             (id, Some(Rewritten { body: Vec::new(), query: Some(query.finish()) }))
         }
     };
-    Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten, summary })
+    Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten, summary, categories })
 }
 
 #[cfg(test)]

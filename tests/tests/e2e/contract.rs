@@ -1,4 +1,4 @@
-//! Every record ingest produces matches `schemas/record-v1.schema.json`, and
+//! Every record ingest produces matches `schemas/record-v2.schema.json`, and
 //! so does the documented example.
 
 use std::time::Duration;
@@ -16,7 +16,7 @@ const PROJECT: u64 = 31;
 type Submission<'a> = (String, Vec<(&'a str, String)>, Vec<u8>);
 
 fn schema() -> jsonschema::Validator {
-    let text = include_str!("../../../schemas/record-v1.schema.json");
+    let text = include_str!("../../../schemas/record-v2.schema.json");
     let schema: Value = serde_json::from_str(text).expect("schema is JSON");
     jsonschema::validator_for(&schema).expect("a valid JSON Schema")
 }
@@ -44,19 +44,27 @@ fn the_example_record_follows_the_contract() {
     let value = example["value"].as_str().expect("value");
     let header: Value = serde_json::from_str(value.lines().next().expect("line")).expect("envelope header");
     assert_eq!(header["event_id"], example["key"]);
+    let event: Value = serde_json::from_str(value.lines().nth(2).expect("event line")).expect("event");
+    assert_eq!(
+        example["headers"]["cyclops-fingerprint"],
+        cyclops_common::fingerprint::of_event(&event).as_str(),
+        "the example's fingerprint is its event's"
+    );
 }
 
 #[test]
 fn the_schema_rejects_what_the_contract_forbids() {
     let validator = schema();
     let good = serde_json::json!({
-        "cyclops-contract": "1", "cyclops-method": "POST", "cyclops-path": "/api/1/store/",
+        "cyclops-contract": "2", "cyclops-method": "POST", "cyclops-path": "/api/1/store/",
         "cyclops-event-id": "0123456789abcdef0123456789abcdef", "cyclops-project-id": "1",
         "cyclops-received-at-ms": "1"
     });
     assert!(validator.is_valid(&good));
     for (key, bad) in [
-        ("cyclops-contract", "2"),
+        ("cyclops-contract", "3"),
+        ("cyclops-categories", "error,,transaction"),
+        ("cyclops-categories", "Error"),
         ("cyclops-path", "/admin/"),
         ("cyclops-event-id", "0123456789ABCDEF0123456789ABCDEF"),
         ("cyclops-content-encoding", "x-gzip"),
@@ -85,6 +93,16 @@ async fn every_record_ingest_produces_follows_the_contract() {
             gzip(format!("{{\"event_id\":\"{id}\"}}\n{{\"type\":\"event\"}}\n{{}}\n").as_bytes()),
         ),
         (
+            format!("/api/{PROJECT}/envelope/?sentry_key={KEY}&sentry_version=7"),
+            vec![],
+            format!(
+                "{{\"event_id\":\"{}\"}}\n{{\"type\":\"transaction\"}}\n{{\"type\":\"transaction\"}}\n\
+                 {{\"type\":\"attachment\",\"length\":2}}\nhi\n{{\"type\":\"client_report\"}}\n{{}}\n",
+                event_id()
+            )
+            .into_bytes(),
+        ),
+        (
             "/api/store/".into(),
             vec![("authorization", auth.clone()), ("content-type", "application/json".into())],
             br#"{"message":"legacy path"}"#.to_vec(),
@@ -111,5 +129,20 @@ async fn every_record_ingest_produces_follows_the_contract() {
         assert_valid(&validator, &as_object(&record.raw_headers));
         assert_eq!(record.key, record.headers.event_id.as_bytes(), "the key is the event id");
     }
+    // What each record carries, for Sentry's per-category rate limits; the
+    // fingerprint wherever there is an error event.
+    let mut seen: Vec<(Vec<String>, bool)> =
+        stored.iter().map(|r| (r.headers.categories.clone(), r.headers.fingerprint.is_some())).collect();
+    seen.sort();
+    let cats = |list: &[&str]| list.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>();
+    let mut expected = vec![
+        (cats(&["error"]), true),
+        (cats(&["error"]), true),
+        (cats(&["error"]), true),
+        (cats(&["error"]), true),
+        (cats(&["transaction", "attachment"]), false),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
     ingest.stop().await.expect("stops");
 }

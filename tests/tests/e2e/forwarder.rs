@@ -126,6 +126,64 @@ async fn a_rate_limited_project_is_held_while_the_others_flow() {
     forwarder.stop().await.expect("stops");
 }
 
+/// Sentry limits each data category on its own: a project over its
+/// transaction quota still takes its errors, so only its transactions wait.
+#[tokio::test]
+async fn a_quota_on_one_category_holds_only_that_category() {
+    use cyclops_common::record::{RecordHeaders, topic_name};
+    const PROJECT: u64 = 15;
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    sentry.rule(
+        Rule::body("\"type\":\"transaction\"", 429)
+            .times(1)
+            .header("X-Sentry-Rate-Limits", "4:transaction:organization:quota"),
+    );
+    sentry.set_latency(Duration::from_millis(20));
+    let mut config = config(&sentry);
+    config.forwarder.concurrency_initial = 1;
+    config.forwarder.concurrency_max = 1;
+    config.forwarder.process_newer_messages_first = false;
+    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    // Transactions first, so that the limit comes before most errors went.
+    for (n, category) in (0..20).map(|n| (n, if n < 10 { "transaction" } else { "error" })) {
+        let body = format!(
+            r#"{{"event_id":"{}","type":"{category}","message":"p{PROJECT}-n{n}-end"}}"#,
+            cyclops_tests::event_id()
+        );
+        let headers = RecordHeaders {
+            method: "POST".into(),
+            path: format!("/api/{PROJECT}/store/"),
+            query: None,
+            content_type: Some("application/json".into()),
+            content_encoding: None,
+            auth: Some(cyclops_tests::sentry_auth(KEY)),
+            event_id: cyclops_tests::event_id(),
+            project_id: PROJECT,
+            received_at_ms: 0,
+            client_ip: None,
+            user_agent: None,
+            fingerprint: None,
+            categories: vec![category.into()],
+        };
+        cyclops_tests::kafka::produce_one(&topic, &headers, body.as_bytes()).await.expect("stored");
+    }
+    let forwarder = spawn_forwarder(config).await.expect("forwarder");
+    let requests = wait_delivered(&sentry, &all(PROJECT, 20)).await;
+    let limited = requests.iter().find(|r| r.status == 429).expect("the 429");
+    let hold_end = limited.at + Duration::from_secs(4);
+    let is_transaction = |r: &&Recorded| r.text().contains("\"type\":\"transaction\"");
+    let during: Vec<_> = requests.iter().filter(|r| r.at > limited.at && r.at < hold_end).collect();
+    assert!(!during.iter().any(is_transaction), "no transaction is sent during the hold");
+    let errors_during = during.iter().filter(|r| r.status == 200 && !is_transaction(r)).count();
+    assert_eq!(errors_during, 10, "every error went during the transactions' hold");
+    let transactions_after = requests.iter().filter(|r| r.at >= hold_end && r.status == 200).filter(is_transaction);
+    assert_eq!(transactions_after.count(), 10, "then every transaction was delivered");
+    let count: serde_json::Value =
+        reqwest::get(forwarder.url("/count")).await.expect("count").json().await.expect("json");
+    assert_eq!(count["processed"], 20, "{count}");
+    forwarder.stop().await.expect("stops");
+}
+
 #[tokio::test]
 async fn an_outage_of_503s_is_ridden_out_without_loss() {
     let sentry = FakeSentry::start().await.expect("fake sentry");
@@ -260,6 +318,8 @@ async fn an_envelope_delivered_late_keeps_its_event_time() {
         received_at_ms,
         client_ip: None,
         user_agent: None,
+        fingerprint: None,
+        categories: vec!["error".into()],
     };
     let topic = cyclops_common::record::topic_name(&config.kafka.topic_prefix, 14);
     cyclops_tests::kafka::produce_one(&topic, &headers, &cyclops_tests::gzip(body.as_bytes())).await.expect("stored");

@@ -40,6 +40,8 @@ pub struct EventView<'a> {
     pub transaction: Option<Cow<'a, str>>,
     pub release: Option<Cow<'a, str>>,
     pub server_name: Option<Cow<'a, str>>,
+    /// The event's `type` (`error`, `default`, `transaction`, `csp`…).
+    pub ty: Option<Cow<'a, str>>,
 }
 
 /// The top-level `event_id` as sent.
@@ -318,6 +320,7 @@ impl<'de> Fields<'de> for EventView<'de> {
             "transaction" => self.transaction = map.next_value::<Text>()?.0,
             "release" => self.release = map.next_value::<Text>()?.0,
             "server_name" => self.server_name = map.next_value::<Text>()?.0,
+            "type" => self.ty = map.next_value::<Text>()?.0,
             _ => {
                 map.next_value::<Skip>()?;
             }

@@ -1,0 +1,113 @@
+//! Sentry's data categories: the names its rate limits
+//! (`X-Sentry-Rate-Limits: 60:transaction:organization`) are given in.
+//!
+//! Ingest names the categories of what each record carries (the record's
+//! `cyclops-categories` header), so that the forwarder, told by Sentry that
+//! one category is over its quota, holds only the records of that category
+//! and keeps delivering the rest of the project. The names follow Relay's
+//! `DataCategory` as Sentry's SDKs match them: an envelope item's type picks
+//! the category; an event's `type` decides between `error`, `transaction`
+//! and `security`.
+
+/// The category of an event (a store body, or an envelope's `event` item),
+/// by its `type`: events without one are errors, as in Sentry.
+pub fn of_event(event_type: Option<&str>) -> &'static str {
+    match event_type {
+        Some("transaction") => "transaction",
+        Some("csp" | "hpkp" | "expectct" | "expectstaple" | "nel") => "security",
+        _ => "error",
+    }
+}
+
+/// The category of an envelope item of type `item_type`; `None` for items
+/// no quota applies to (client reports). An item type this build does not
+/// know is its own category, so that a limit on it still matches, if it is
+/// a plausible name (lowercase letters, digits, `_`; at most 32).
+pub fn of_item(item_type: &str) -> Option<&str> {
+    Some(match item_type {
+        "event" => "error",
+        "transaction" => "transaction",
+        "security" | "raw_security" | "nel" => "security",
+        "attachment" => "attachment",
+        "session" | "sessions" => "session",
+        "profile" => "profile",
+        "profile_chunk" => "profile_chunk",
+        "replay_event" | "replay_recording" | "replay_video" => "replay",
+        "check_in" => "monitor",
+        "span" | "otel_span" => "span",
+        "statsd" | "metric_buckets" => "metric_bucket",
+        "feedback" => "feedback",
+        "user_report" => "user_report",
+        "log" | "otel_log" => "log_item",
+        "client_report" => return None,
+        // Kept only when it could be a category's name: it goes into a
+        // record header of the contract.
+        other
+            if other.len() <= 32
+                && other.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+        {
+            other
+        }
+        _ => return None,
+    })
+}
+
+/// Adds `category` to `into` unless it is there already (records carry a
+/// handful at most).
+pub fn add(into: &mut Vec<String>, category: &str) {
+    if !into.iter().any(|c| c == category) {
+        into.push(category.to_owned());
+    }
+}
+
+/// Whether a limit on `limited` (empty: every category) applies to a
+/// record of `categories` (empty: unknown, so any limit may apply).
+pub fn limit_applies(limited: &[String], categories: &[String]) -> bool {
+    limited.is_empty() || categories.is_empty() || categories.iter().any(|c| limited.contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn events_are_errors_unless_their_type_says_otherwise() {
+        assert_eq!(of_event(None), "error");
+        assert_eq!(of_event(Some("default")), "error");
+        assert_eq!(of_event(Some("transaction")), "transaction");
+        assert_eq!(of_event(Some("csp")), "security");
+    }
+
+    #[test]
+    fn items_map_to_relays_categories_and_unknown_types_keep_their_name() {
+        assert_eq!(of_item("event"), Some("error"));
+        assert_eq!(of_item("replay_recording"), Some("replay"));
+        assert_eq!(of_item("check_in"), Some("monitor"));
+        assert_eq!(of_item("client_report"), None);
+        assert_eq!(of_item("something_new"), Some("something_new"));
+        assert_eq!(of_item("Weird,Type"), None, "never a malformed header");
+    }
+
+    #[test]
+    fn a_limit_applies_to_the_records_it_names_and_to_unknown_ones() {
+        let error = strings(&["error"]);
+        assert!(limit_applies(&strings(&["error", "default"]), &error));
+        assert!(!limit_applies(&strings(&["transaction"]), &error));
+        assert!(limit_applies(&[], &error), "no category: all of them");
+        assert!(limit_applies(&strings(&["transaction"]), &[]), "a record of unknown categories");
+        assert!(limit_applies(&strings(&["attachment"]), &strings(&["error", "attachment"])));
+    }
+
+    #[test]
+    fn add_keeps_each_category_once() {
+        let mut v = Vec::new();
+        add(&mut v, "error");
+        add(&mut v, "attachment");
+        add(&mut v, "error");
+        assert_eq!(v, strings(&["error", "attachment"]));
+    }
+}
