@@ -66,9 +66,7 @@ async fn submit(client: &reqwest::Client, ingest: &TestService, body: Vec<u8>) -
 
 #[tokio::test]
 async fn three_instances_sharing_redis_pass_exactly_max_uses_of_a_burst() {
-    let mut config = config(10, 60);
-    // This test is about exactness, not about a slow Redis: give it time.
-    config.redis.timeout_ms = 2_000;
+    let config = config(10, 60);
     let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
     let mut instances = Vec::new();
     for _ in 0..3 {
@@ -88,7 +86,8 @@ async fn three_instances_sharing_redis_pass_exactly_max_uses_of_a_burst() {
     let mut counts = processed.clone();
     counts.sort_unstable();
     assert_eq!(counts, (1..=10).collect::<Vec<_>>(), "each passing event has its own slot");
-    assert_eq!(read_records(&topic, 11, Duration::from_secs(10)).await.len(), 10, "only those reach Kafka");
+    assert_eq!(read_records(&topic, 10, Duration::from_secs(30)).await.len(), 10, "those reach Kafka");
+    assert!(read_records(&topic, 11, Duration::from_secs(5)).await.len() <= 10, "and only those");
     for instance in instances {
         instance.stop().await.expect("stops");
     }
@@ -96,8 +95,7 @@ async fn three_instances_sharing_redis_pass_exactly_max_uses_of_a_burst() {
 
 #[tokio::test]
 async fn different_errors_are_counted_apart_and_windows_reopen() {
-    let mut config = config(2, 2);
-    config.redis.timeout_ms = 2_000;
+    let config = config(2, 2);
     let ingest = spawn_ingest(config).await.expect("ingest");
     wait_for_redis(&ingest).await;
     let client = reqwest::Client::new();
@@ -149,7 +147,8 @@ async fn redis_dying_mid_run_falls_back_to_counting_in_process_without_a_5xx() {
     assert!(statuses.iter().all(|(code, _, _)| *code == 200), "no 5xx while redis is gone: {statuses:?}");
     let passed = statuses.iter().filter(|(_, s, _)| s == "PROCESSED").count();
     assert_eq!(passed, 3, "the instance counts in process: max_uses again, from zero");
-    assert_eq!(read_records(&topic, 5, Duration::from_secs(5)).await.len(), 4, "1 before + 3 during the outage");
+    assert_eq!(read_records(&topic, 4, Duration::from_secs(30)).await.len(), 4, "1 before + 3 during the outage");
+    assert!(read_records(&topic, 5, Duration::from_secs(5)).await.len() <= 4, "and no more");
 
     let ready: Value = reqwest::get(ingest.url("/ready")).await.expect("ready").json().await.expect("json");
     assert_eq!(ready["ready"], true, "still in rotation: {ready}");
@@ -200,7 +199,10 @@ async fn sampling_drops_the_configured_share_of_a_project() {
 
 #[tokio::test]
 async fn the_flood_report_names_what_is_dropped_and_since_when() {
-    let ingest = spawn_ingest(config(2, 60)).await.expect("ingest");
+    let mut config = config(2, 60);
+    // About the report, not Redis: counted in process, so no fallback can shift a count.
+    config.redis.url = None;
+    let ingest = spawn_ingest(config).await.expect("ingest");
     let client = reqwest::Client::new();
     let tagged = |host: &str| {
         let mut event: Value = serde_json::from_slice(&the_same_error()).expect("json");
