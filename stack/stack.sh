@@ -85,6 +85,11 @@ install_debian_packages() {
   command -v java >/dev/null || missing+=(default-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
   command -v curl >/dev/null || missing+=(curl)
+  # rdkafka builds librdkafka from source (a C compiler and make); the SDK
+  # tests run Python's sentry-sdk in virtualenvs (stack/sdks.sh).
+  { command -v cc >/dev/null && command -v make >/dev/null; } || missing+=(build-essential)
+  command -v python3 >/dev/null || missing+=(python3)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
   [ ${#missing[@]} -eq 0 ] && return 0
   say "installing from Debian: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$STACK_DIR/logs/apt.log" 2>&1 ||

@@ -65,6 +65,9 @@ pub struct PartitionPlan {
     pub target: i64,
     /// Records between the target and the end of the partition.
     pub to_deliver: i64,
+    /// The group's committed offset read back after the commit (`None` on a
+    /// dry run): the result, as Kafka now has it.
+    pub committed: Option<i64>,
 }
 
 /// Why a replay did not happen.
@@ -80,6 +83,8 @@ pub enum ReplayError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("the replay task failed: {0}")]
     Task(String),
+    #[error("{topic} partition {partition}: committed {found:?} after the replay, not {target}")]
+    NotCommitted { topic: String, partition: i32, target: i64, found: Option<i64> },
 }
 
 /// Plans the move and, unless `dry_run`, commits it. Blocking: call it off
@@ -143,13 +148,36 @@ pub fn replay(
             }
         }
         .clamp(low, high);
-        let plan = PartitionPlan { topic: topic.to_owned(), partition, current, target, to_deliver: high - target };
+        let plan = PartitionPlan {
+            topic: topic.to_owned(),
+            partition,
+            current,
+            target,
+            to_deliver: high - target,
+            committed: None,
+        };
         progress(&plan);
         commits.add_partition_offset(topic, partition, Offset::Offset(target))?;
         plans.push(plan);
     }
     if !request.dry_run {
         consumer.commit(&commits, CommitMode::Sync)?;
+        let now = consumer.committed_offsets(commits, TIMEOUT)?;
+        for plan in &mut plans {
+            let found = match now.find_partition(&plan.topic, plan.partition).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+            if found != Some(plan.target) {
+                return Err(ReplayError::NotCommitted {
+                    topic: plan.topic.clone(),
+                    partition: plan.partition,
+                    target: plan.target,
+                    found,
+                });
+            }
+            plan.committed = found;
+        }
     }
     Ok(plans)
 }
@@ -171,6 +199,12 @@ pub async fn run_and_print(config: Config, request: ReplayRequest) -> Result<(),
     if dry_run {
         println!("dry run: nothing committed; {total} event(s) would be delivered again");
     } else {
+        println!("\nresult, read back from Kafka:");
+        println!("{:<40} {:>9} {:>12}", "topic", "partition", "committed");
+        for p in &plans {
+            let committed = p.committed.map_or_else(|| "-".to_owned(), |c| c.to_string());
+            println!("{:<40} {:>9} {:>12}", p.topic, p.partition, committed);
+        }
         println!("committed: {} partition(s); the forwarders deliver {total} event(s) again once started", plans.len());
     }
     Ok(())

@@ -382,7 +382,9 @@ async fn replay_delivers_again_from_a_point_in_time() {
     assert!(plan.iter().all(|p| p.current.is_some()), "from where the group was");
     let again = run(request(true)).await.expect("second dry run");
     assert_eq!(plan, again, "a dry run commits nothing");
-    run(request(false)).await.expect("replayed");
+    assert!(plan.iter().all(|p| p.committed.is_none()), "nothing read back from a dry run");
+    let done = run(request(false)).await.expect("replayed");
+    assert!(done.iter().all(|p| p.committed == Some(p.target)), "the result, read back from Kafka: {done:?}");
 
     let forwarder = spawn_forwarder(config).await.expect("forwarder again");
     let twice = wait_for(WAIT, "the newer events delivered twice", || async {
