@@ -14,20 +14,23 @@
 pub fn of_event(event_type: Option<&str>) -> &'static str {
     match event_type {
         Some("transaction") => "transaction",
-        Some("csp" | "hpkp" | "expectct" | "expectstaple" | "nel") => "security",
+        Some("csp" | "hpkp" | "expectct" | "expectstaple") => "security",
+        Some("feedback") => "feedback",
         _ => "error",
     }
 }
 
-/// The category of an envelope item of type `item_type`; `None` for items
-/// no quota applies to (client reports). An item type this build does not
+/// The category of an envelope item of type `item_type` (`internal` for
+/// client reports, which no quota limits); `None` for a type that cannot be
+/// a category's name. An item type this build does not
 /// know is its own category, so that a limit on it still matches, if it is
 /// a plausible name (lowercase letters, digits, `_`; at most 32).
 pub fn of_item(item_type: &str) -> Option<&str> {
     Some(match item_type {
         "event" => "error",
         "transaction" => "transaction",
-        "security" | "raw_security" | "nel" => "security",
+        "security" | "raw_security" => "security",
+        "nel" => "error",
         "attachment" => "attachment",
         "session" | "sessions" => "session",
         "profile" => "profile",
@@ -39,7 +42,7 @@ pub fn of_item(item_type: &str) -> Option<&str> {
         "feedback" => "feedback",
         "user_report" => "user_report",
         "log" | "otel_log" => "log_item",
-        "client_report" => return None,
+        "client_report" => "internal",
         // Kept only when it could be a category's name: it goes into a
         // record header of the contract.
         other
@@ -61,7 +64,8 @@ pub fn add(into: &mut Vec<String>, category: &str) {
 }
 
 /// Whether a limit on `limited` (empty: every category) applies to a
-/// record of `categories` (empty: unknown, so any limit may apply).
+/// record of `categories` (empty: unknown, so any limit may apply), that is,
+/// to one of them at least.
 pub fn limit_applies(limited: &[String], categories: &[String]) -> bool {
     limited.is_empty() || categories.is_empty() || categories.iter().any(|c| limited.contains(c))
 }
@@ -87,7 +91,7 @@ mod tests {
         assert_eq!(of_item("event"), Some("error"));
         assert_eq!(of_item("replay_recording"), Some("replay"));
         assert_eq!(of_item("check_in"), Some("monitor"));
-        assert_eq!(of_item("client_report"), None);
+        assert_eq!(of_item("client_report"), Some("internal"));
         assert_eq!(of_item("something_new"), Some("something_new"));
         assert_eq!(of_item("Weird,Type"), None, "never a malformed header");
     }

@@ -44,8 +44,9 @@ pub mod header {
     pub const CLIENT_IP: &str = "cyclops-client-ip";
     /// `User-Agent` of the original request; absent when it had none.
     pub const USER_AGENT: &str = "cyclops-user-agent";
-    /// The flood filter's fingerprint (version 2); absent when the record
-    /// holds no error event (a session update, a client report).
+    /// The flood filter's fingerprint (version 2) of the event the record
+    /// carries (an error or a transaction); absent when it carries none (a
+    /// session update, a client report).
     pub const FINGERPRINT: &str = "cyclops-fingerprint";
     /// Sentry's data categories of what the record carries (version 2),
     /// comma-separated, e.g. `error,attachment`: what a rate limit of Sentry
@@ -164,7 +165,8 @@ impl RecordHeaders {
             received_at_ms: number(header::RECEIVED_AT_MS)?,
             client_ip: get(header::CLIENT_IP)?,
             user_agent: get(header::USER_AGENT)?,
-            fingerprint: get(header::FINGERPRINT)?,
+            // Not needed to replay the record: unreadable is as good as absent.
+            fingerprint: get(header::FINGERPRINT).ok().flatten(),
             categories: get(header::CATEGORIES)?
                 .map(|c| c.split(',').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect())
                 .unwrap_or_default(),

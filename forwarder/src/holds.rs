@@ -4,15 +4,18 @@
 //! Sentry limits each data category on its own: a project over its
 //! transaction quota still takes its errors. A hold that names categories
 //! (`X-Sentry-Rate-Limits: 3600:transaction:organization`) therefore parks
-//! only the records that carry one of them, until the hold ends, while the
-//! project's other records go on; a hold on every category stops the whole
-//! project in the scheduler instead ([`crate::schedule::Scheduler::hold`]).
-//! A record whose categories are unknown (written by an older ingest) is
-//! parked by any hold of its project.
+//! only the records whose every category is held, until a hold ends, while
+//! the project's other records go on; a hold on every category stops the
+//! whole project in the scheduler instead
+//! ([`crate::schedule::Scheduler::hold`]). A record only partly held (an
+//! error with an attachment, the attachment over its quota) is sent: Sentry
+//! takes what it may and drops the rest, as the SDK itself would have; if it
+//! refuses the whole record, the record waits as a refused one. A record
+//! whose categories are unknown (written by an older ingest) is parked by
+//! any hold of its project.
 
 use std::collections::HashMap;
 
-use cyclops_common::category;
 use tokio::time::Instant;
 
 /// Active category holds, per project.
@@ -25,21 +28,24 @@ impl CategoryHolds {
     /// Holds `category` of `project` until `until` (a later hold extends, an
     /// earlier one does not shorten); holds over at `now` are forgotten.
     pub fn hold(&mut self, project: u64, category: &str, until: Instant, now: Instant) {
+        self.by_project.retain(|_, holds| {
+            holds.retain(|_, &mut end| end > now);
+            !holds.is_empty()
+        });
         let holds = self.by_project.entry(project).or_default();
-        holds.retain(|_, &mut end| end > now);
         let end = holds.entry(category.to_owned()).or_insert(until);
         *end = (*end).max(until);
     }
 
-    /// Until when a record of `project` with `categories` must wait, or
-    /// `None` when it may go now.
+    /// Until when a record of `project` with `categories` must wait (the
+    /// first of its holds to end), or `None` when it may go now.
     pub fn parked_until(&self, project: u64, categories: &[String], now: Instant) -> Option<Instant> {
-        self.by_project
-            .get(&project)?
-            .iter()
-            .filter(|&(held, &end)| end > now && category::limit_applies(std::slice::from_ref(held), categories))
-            .map(|(_, &end)| end)
-            .max()
+        let holds = self.by_project.get(&project)?;
+        let active = holds.iter().filter(|&(_, &end)| end > now);
+        if categories.is_empty() {
+            return active.map(|(_, &end)| end).max();
+        }
+        categories.iter().map(|c| holds.get(c).copied().filter(|&end| end > now)).min().flatten()
     }
 
     /// The holds active at `now`: project, category, end; sorted.
@@ -74,10 +80,12 @@ mod tests {
         assert_eq!(holds.parked_until(1, &cats(&["transaction"]), now), Some(now + Duration::from_secs(60)));
         assert_eq!(holds.parked_until(1, &cats(&["error"]), now), None, "errors go on");
         assert_eq!(holds.parked_until(2, &cats(&["transaction"]), now), None, "other projects go on");
+        assert_eq!(holds.parked_until(1, &cats(&["error", "transaction"]), now), None, "partly held: Sentry decides");
+        holds.hold(1, "profile", now + Duration::from_secs(30), now);
         assert_eq!(
-            holds.parked_until(1, &cats(&["error", "transaction"]), now),
-            Some(now + Duration::from_secs(60)),
-            "a record that carries a held category waits"
+            holds.parked_until(1, &cats(&["transaction", "profile"]), now),
+            Some(now + Duration::from_secs(30)),
+            "wholly held: until the first hold ends"
         );
         assert!(holds.parked_until(1, &[], now).is_some(), "unknown categories wait");
     }

@@ -195,6 +195,15 @@ impl Dispatcher {
         if !answer.limits.is_empty() {
             self.apply_limits(project, &answer.limits, now);
         }
+        // A refused event waits for the longest limit on its categories
+        // (else for the longest named: the request was refused).
+        let categories = job.record.as_ref().map(|r| r.categories.as_slice()).unwrap_or_default();
+        let own_limit = answer
+            .limits
+            .iter()
+            .filter(|l| cyclops_common::category::limit_applies(&l.categories, categories))
+            .map(|l| l.hold)
+            .max();
         match answer.outcome {
             Outcome::Delivered => {
                 metrics::counter!(m::DELIVERED, "project" => project.to_string()).increment(1);
@@ -235,7 +244,7 @@ impl Dispatcher {
                     );
                     inner.sched.hold(project, now + hold, now);
                 }
-                inner.retry_at(job, now + hold);
+                inner.retry_at(job, now + own_limit.unwrap_or(hold));
             }
         }
     }

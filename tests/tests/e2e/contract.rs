@@ -140,7 +140,7 @@ async fn every_record_ingest_produces_follows_the_contract() {
         (cats(&["error"]), true),
         (cats(&["error"]), true),
         (cats(&["error"]), true),
-        (cats(&["transaction", "attachment"]), false),
+        (cats(&["transaction", "attachment", "internal"]), false),
     ];
     expected.sort();
     assert_eq!(seen, expected);
