@@ -161,12 +161,12 @@ impl Upstream {
         };
         let status = response.status().as_u16();
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+        let limits = limits(header("x-sentry-rate-limits"), self.max_hold);
         let outcome = if status == 429 {
-            rate_limited(header("x-sentry-rate-limits"), header("retry-after"), SystemTime::now(), self.max_hold)
+            rate_limited(&limits, header("retry-after"), SystemTime::now(), self.max_hold)
         } else {
             classify(status, &self.dead_letter_statuses)
         };
-        let limits = limits(header("x-sentry-rate-limits"), self.max_hold);
         Answer { outcome, status: Some(status), limits }
     }
 }
@@ -189,16 +189,11 @@ impl Upstream {
 /// A 429's meaning for the refused event: a wait for the longest limit
 /// `X-Sentry-Rate-Limits` names (whatever its category: the request was
 /// refused), else for `Retry-After`; a bare 429 is retried with backoff.
-pub fn rate_limited(
-    rate_limits: Option<&str>,
-    retry_after: Option<&str>,
-    now: SystemTime,
-    max_hold: Duration,
-) -> Outcome {
+/// `limits` are the answer's [`limits`], already clamped.
+pub fn rate_limited(limits: &[Limit], retry_after: Option<&str>, now: SystemTime, max_hold: Duration) -> Outcome {
     let clamp = |d: Duration| d.clamp(Duration::from_secs(1), max_hold.max(Duration::from_secs(1)));
-    let quota = rate_limits.map(parse_rate_limits).unwrap_or_default().into_iter().map(|l| l.retry_after).max();
-    if let Some(hold) = quota {
-        return Outcome::Held { hold: clamp(hold), quota: true };
+    if let Some(hold) = limits.iter().map(|l| l.hold).max() {
+        return Outcome::Held { hold, quota: true };
     }
     match retry_after.and_then(|r| parse_retry_after(r, now)) {
         Some(hold) => Outcome::Held { hold: clamp(hold), quota: false },
@@ -297,13 +292,14 @@ mod tests {
         let now = SystemTime::now();
         let max = Duration::from_secs(3600);
         let held = |hold, quota| Outcome::Held { hold: Duration::from_secs(hold), quota };
-        assert_eq!(rate_limited(Some("60:transaction:key, 5:error:project"), None, now, max), held(60, true));
-        assert_eq!(rate_limited(Some("60::key"), Some("3"), now, max), held(60, true), "the header wins");
-        assert_eq!(rate_limited(None, Some("7"), now, max), held(7, false));
-        assert_eq!(rate_limited(None, Some("0"), now, max), held(1, false), "at least a second");
-        assert_eq!(rate_limited(Some("99999::org"), None, now, max), held(3600, true), "at most max_hold");
-        assert_eq!(rate_limited(None, None, now, max), Outcome::Retry("rate_limited"));
-        assert_eq!(rate_limited(Some("junk"), Some("junk"), now, max), Outcome::Retry("rate_limited"));
+        let rate_limited = |header, retry_after| rate_limited(&limits(header, max), retry_after, now, max);
+        assert_eq!(rate_limited(Some("60:transaction:key, 5:error:project"), None), held(60, true));
+        assert_eq!(rate_limited(Some("60::key"), Some("3")), held(60, true), "the header wins");
+        assert_eq!(rate_limited(None, Some("7")), held(7, false));
+        assert_eq!(rate_limited(None, Some("0")), held(1, false), "at least a second");
+        assert_eq!(rate_limited(Some("99999::org"), None), held(3600, true), "at most max_hold");
+        assert_eq!(rate_limited(None, None), Outcome::Retry("rate_limited"));
+        assert_eq!(rate_limited(Some("junk"), Some("junk")), Outcome::Retry("rate_limited"));
     }
 
     #[test]
@@ -317,5 +313,18 @@ mod tests {
         assert!(!Outcome::Retry("server_error").is_network_failure(Some(500)));
         assert!(Outcome::Retry("connect").is_network_failure(None));
         assert!(!Outcome::Rejected(400).is_network_failure(Some(400)));
+    }
+
+    proptest::proptest! {
+        /// Any answer: reading it never panics and every hold is within its clamp.
+        #[test]
+        fn any_answer_gives_bounded_holds(header in ".{0,200}", retry in ".{0,40}") {
+            let day = Duration::from_secs(86_400);
+            let limits = limits(Some(&header), day);
+            proptest::prop_assert!(limits.iter().all(|l| l.hold >= Duration::from_secs(1) && l.hold <= day));
+            if let Outcome::Held { hold, .. } = rate_limited(&limits, Some(&retry), SystemTime::now(), day) {
+                proptest::prop_assert!(hold >= Duration::from_secs(1) && hold <= day);
+            }
+        }
     }
 }

@@ -1,13 +1,11 @@
 //! Sentry's rate-limit answers: `X-Sentry-Rate-Limits` (quotas per data
 //! category) and `Retry-After` (seconds or an HTTP date). Sentry and its
 //! SDKs treat them so: the header's limits apply per category (no category
-//! means all), `Retry-After` alone means all categories, and a 429 with
-//! neither means 60 seconds.
+//! means all), and `Retry-After` alone means all categories. What the
+//! forwarder makes of them is `upstream::limits` and
+//! `upstream::rate_limited`.
 
 use std::time::{Duration, SystemTime};
-
-/// How long a 429 without any usable hint holds, as Sentry's SDKs do.
-pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// One quota from `X-Sentry-Rate-Limits`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,13 +15,6 @@ pub struct RateLimit {
     pub categories: Vec<String>,
     /// `key`, `project` or `organization`; empty when absent.
     pub scope: String,
-}
-
-impl RateLimit {
-    /// Whether this limit covers `category`.
-    pub fn covers(&self, category: &str) -> bool {
-        self.categories.is_empty() || self.categories.iter().any(|c| c == category)
-    }
 }
 
 /// Parses `X-Sentry-Rate-Limits`: `retry_after:categories:scope[:reason…]`,
@@ -65,40 +56,9 @@ pub fn parse_retry_after(header: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// How long one category of a project must wait after an answer, clamped to
-/// `[1 s, max_hold]`: the longest header limit covering it, else
-/// `Retry-After`, else (on a 429) [`DEFAULT_RETRY_AFTER`]. `None` when the
-/// answer imposes nothing on that category.
-pub fn hold_for(
-    status: u16,
-    rate_limits: Option<&str>,
-    retry_after: Option<&str>,
-    category: &str,
-    now: SystemTime,
-    max_hold: Duration,
-) -> Option<Duration> {
-    let from_header = rate_limits
-        .map(parse_rate_limits)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|l| l.covers(category))
-        .map(|l| l.retry_after)
-        .max();
-    let hold = match from_header {
-        Some(hold) => hold,
-        None if status == 429 => retry_after.and_then(|r| parse_retry_after(r, now)).unwrap_or(DEFAULT_RETRY_AFTER),
-        None => return None,
-    };
-    Some(hold.clamp(Duration::from_secs(1), max_hold.max(Duration::from_secs(1))))
-}
-
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::*;
-
-    const DAY: Duration = Duration::from_secs(86_400);
 
     #[test]
     fn parses_sentrys_header() {
@@ -115,7 +75,7 @@ mod tests {
         assert_eq!(limits[1].categories, ["default", "error", "security"]);
         assert_eq!(limits[1].scope, "organization");
         let all = parse_rate_limits("30::project");
-        assert!(all[0].covers("error") && all[0].covers("anything"), "no category means all");
+        assert!(all[0].categories.is_empty(), "no category means all");
         assert!(parse_rate_limits("garbage, :error:key, -5:error:key").is_empty());
         assert_eq!(parse_rate_limits("1.2:error:key")[0].retry_after, Duration::from_secs(2), "rounded up");
         assert_eq!(parse_rate_limits("1e30::org")[0].retry_after, Duration::MAX, "saturates, never panics");
@@ -131,38 +91,5 @@ mod tests {
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now), Some(Duration::from_secs(120)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO), "a past date");
         assert_eq!(parse_retry_after("soon", now), None);
-    }
-
-    #[test]
-    fn holds_follow_sentrys_rules() {
-        let now = SystemTime::now();
-        let header = Some("60:transaction:key, 600:error:project");
-        assert_eq!(hold_for(429, header, Some("5"), "error", now, DAY), Some(Duration::from_secs(600)), "header wins");
-        assert_eq!(hold_for(429, header, None, "transaction", now, DAY), Some(Duration::from_secs(60)));
-        assert_eq!(
-            hold_for(429, None, Some("7"), "error", now, DAY),
-            Some(Duration::from_secs(7)),
-            "Retry-After alone: all"
-        );
-        assert_eq!(hold_for(429, None, None, "error", now, DAY), Some(DEFAULT_RETRY_AFTER), "nothing: 60 s");
-        assert_eq!(hold_for(200, None, Some("7"), "error", now, DAY), None, "Retry-After without 429 is not a limit");
-        assert_eq!(
-            hold_for(200, Some("30:error:key"), None, "error", now, DAY),
-            Some(Duration::from_secs(30)),
-            "a 200 may carry limits"
-        );
-        assert_eq!(hold_for(429, Some("999999:error:key"), None, "error", now, DAY), Some(DAY), "clamped");
-        assert_eq!(hold_for(429, Some("0:error:key"), None, "error", now, DAY), Some(Duration::from_secs(1)));
-    }
-
-    proptest! {
-        /// Any header: parsing never panics and every hold is within its clamp.
-        #[test]
-        fn any_header_gives_a_bounded_hold(header in ".{0,200}", retry in ".{0,40}", status in 100u16..600) {
-            let hold = hold_for(status, Some(&header), Some(&retry), "error", SystemTime::now(), DAY);
-            if let Some(hold) = hold {
-                prop_assert!(hold >= Duration::from_secs(1) && hold <= DAY);
-            }
-        }
     }
 }
