@@ -162,21 +162,7 @@ pub async fn produce_backlog_range(
     for n in range {
         let body = backlog_body(project, n);
         let event_id = crate::event_id();
-        let headers = RecordHeaders {
-            method: "POST".into(),
-            path: format!("/api/{project}/store/"),
-            query: None,
-            content_type: Some("application/json".into()),
-            content_encoding: None,
-            auth: Some(crate::sentry_auth(key)),
-            event_id: event_id.clone(),
-            project_id: project,
-            received_at_ms: 0,
-            client_ip: Some("127.0.0.1".into()),
-            user_agent: Some("cyclops-tests".into()),
-            fingerprint: None,
-            categories: vec!["error".into()],
-        };
+        let headers = store_headers(project, key, &event_id, "error");
         let partition = i32::try_from(n).unwrap_or(0) % partitions;
         let mut record =
             FutureRecord::to(&topic).key(&event_id).payload(&body).partition(partition).headers(headers.to_kafka());
@@ -190,6 +176,26 @@ pub async fn produce_backlog_range(
         send.await?.map_err(|(e, _)| e)?;
     }
     Ok(bodies)
+}
+
+/// The headers ingest would write for a store event of `project`, sent
+/// with `key`, of data `category`.
+pub fn store_headers(project: u64, key: &str, event_id: &str, category: &str) -> RecordHeaders {
+    RecordHeaders {
+        method: "POST".into(),
+        path: format!("/api/{project}/store/"),
+        query: None,
+        content_type: Some("application/json".into()),
+        content_encoding: None,
+        auth: Some(crate::sentry_auth(key)),
+        event_id: event_id.to_owned(),
+        project_id: project,
+        received_at_ms: 0,
+        client_ip: Some("127.0.0.1".into()),
+        user_agent: Some("cyclops-tests".into()),
+        fingerprint: None,
+        categories: vec![category.into()],
+    }
 }
 
 /// Writes one record with `headers` and `body` to `topic` (created if missing).

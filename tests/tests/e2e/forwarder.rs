@@ -130,7 +130,7 @@ async fn a_rate_limited_project_is_held_while_the_others_flow() {
 /// transaction quota still takes its errors, so only its transactions wait.
 #[tokio::test]
 async fn a_quota_on_one_category_holds_only_that_category() {
-    use cyclops_common::record::{RecordHeaders, topic_name};
+    use cyclops_common::record::topic_name;
     const PROJECT: u64 = 15;
     let sentry = FakeSentry::start().await.expect("fake sentry");
     sentry.rule(
@@ -150,21 +150,7 @@ async fn a_quota_on_one_category_holds_only_that_category() {
             r#"{{"event_id":"{}","type":"{category}","message":"p{PROJECT}-n{n}-end"}}"#,
             cyclops_tests::event_id()
         );
-        let headers = RecordHeaders {
-            method: "POST".into(),
-            path: format!("/api/{PROJECT}/store/"),
-            query: None,
-            content_type: Some("application/json".into()),
-            content_encoding: None,
-            auth: Some(cyclops_tests::sentry_auth(KEY)),
-            event_id: cyclops_tests::event_id(),
-            project_id: PROJECT,
-            received_at_ms: 0,
-            client_ip: None,
-            user_agent: None,
-            fingerprint: None,
-            categories: vec![category.into()],
-        };
+        let headers = cyclops_tests::kafka::store_headers(PROJECT, KEY, &cyclops_tests::event_id(), category);
         cyclops_tests::kafka::produce_one(&topic, &headers, body.as_bytes()).await.expect("stored");
     }
     let forwarder = spawn_forwarder(config).await.expect("forwarder");
