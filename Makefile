@@ -1,7 +1,7 @@
 # The two commands a newcomer needs:
 #   make run    set up what is missing, start the stack, run both services (Ctrl-C stops them)
 #   make test   set up what is missing, start the stack, run the whole test suite
-.PHONY: run test bench bench-forwarder stack-up stack-down stack-status lint fmt build
+.PHONY: run test bench bench-forwarder stack-up stack-down stack-status stack-clean lint fmt build
 
 CARGO ?= cargo
 
@@ -14,12 +14,20 @@ test: stack-up
 	$(CARGO) test --workspace --all-targets
 
 # Load benchmark of ingest (prints a table; not part of `make test`).
+# Each run writes gigabytes to Kafka: its topics (bench-*) are deleted after it,
+# whether it passed or not.
 bench: stack-up
-	$(CARGO) bench -p cyclops-ingest --bench load
+	$(CARGO) bench -p cyclops-ingest --bench load; status=$$?; \
+	  bash stack/stack.sh delete-topics 'bench-.*'; exit $$status
 
 # Delivery benchmark of the forwarder (prints a table; not part of `make test`).
 bench-forwarder: stack-up
-	$(CARGO) bench -p cyclops-forwarder --bench deliver
+	$(CARGO) bench -p cyclops-forwarder --bench deliver; status=$$?; \
+	  bash stack/stack.sh delete-topics 'bench-.*'; exit $$status
+
+# Stop the stack and delete Kafka's data (tests and benchmarks leave topics).
+stack-clean:
+	@bash stack/stack.sh clean
 
 stack-up:
 	@bash stack/stack.sh up

@@ -7,6 +7,8 @@
 #   stack/stack.sh down     stop everything this script started
 #   stack/stack.sh status   say what runs where
 #   stack/stack.sh install  only install/fetch (no start)
+#   stack/stack.sh delete-topics REGEX   delete the matching topics (the benchmarks' cleanup)
+#   stack/stack.sh clean    stop everything and delete Kafka's data (the next `up` starts empty)
 #
 # Every command is idempotent. State lives in $CYCLOPS_STACK_DIR (default
 # .stack/ in the repository, ignored by git); PostgreSQL's data directory lives
@@ -330,8 +332,28 @@ case "${1:-}" in
     if [ -n "$(pg_bin)" ]; then pg_down; fi
     ;;
   status) status ;;
+  delete-topics)
+    # Benchmarks write gigabytes; they drop their topics when done.
+    [ -n "${2:-}" ] || { echo "usage: $0 delete-topics REGEX" >&2; exit 2; }
+    kafka_answers || die "Kafka does not answer on 127.0.0.1:$KAFKA_PORT" "$STACK_DIR/logs/kafka.log"
+    if [ -n "$(kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+      --list --topic "$2" 2>/dev/null)" ]; then
+      kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+        --delete --topic "$2" >/dev/null
+      say "deleted the topics matching $2"
+    fi
+    ;;
+  clean)
+    # Stops everything, then forgets Kafka's data: the next `up` formats a
+    # fresh, empty broker. Packages, the Kafka jars and SDK venvs stay.
+    kafka_down
+    redis_down
+    if [ -n "$(pg_bin)" ]; then pg_down; fi
+    rm -rf "$KAFKA_DATA"
+    say "Kafka's data removed"
+    ;;
   *)
-    echo "usage: $0 up|down|status|install" >&2
+    echo "usage: $0 up|down|status|install|delete-topics REGEX|clean" >&2
     exit 2
     ;;
 esac
