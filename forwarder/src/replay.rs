@@ -83,8 +83,21 @@ pub enum ReplayError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("the replay task failed: {0}")]
     Task(String),
-    #[error("{topic} partition {partition}: committed {found:?} after the replay, not {target}")]
-    NotCommitted { topic: String, partition: i32, target: i64, found: Option<i64> },
+    /// Every partition whose offset read back is not the planned one (the
+    /// others did move).
+    #[error("{} partition(s) not committed as planned: {}", .0.len(), describe_misses(.0))]
+    NotCommitted(Vec<PartitionPlan>),
+}
+
+fn describe_misses(plans: &[PartitionPlan]) -> String {
+    let misses: Vec<String> = plans
+        .iter()
+        .map(|p| {
+            let found = p.committed.map_or_else(|| "nothing".to_owned(), |c| c.to_string());
+            format!("{} partition {} has {found}, not {}", p.topic, p.partition, p.target)
+        })
+        .collect();
+    misses.join("; ")
 }
 
 /// Plans the move and, unless `dry_run`, commits it. Blocking: call it off
@@ -164,19 +177,15 @@ pub fn replay(
         consumer.commit(&commits, CommitMode::Sync)?;
         let now = consumer.committed_offsets(commits, TIMEOUT)?;
         for plan in &mut plans {
-            let found = match now.find_partition(&plan.topic, plan.partition).map(|e| e.offset()) {
+            plan.committed = match now.find_partition(&plan.topic, plan.partition).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => Some(o),
                 _ => None,
             };
-            if found != Some(plan.target) {
-                return Err(ReplayError::NotCommitted {
-                    topic: plan.topic.clone(),
-                    partition: plan.partition,
-                    target: plan.target,
-                    found,
-                });
-            }
-            plan.committed = found;
+        }
+        // Every partition is checked, so that the error names all that did not move.
+        let misses: Vec<PartitionPlan> = plans.iter().filter(|p| p.committed != Some(p.target)).cloned().collect();
+        if !misses.is_empty() {
+            return Err(ReplayError::NotCommitted(misses));
         }
     }
     Ok(plans)
@@ -220,5 +229,23 @@ mod tests {
         assert_eq!(Target::datetime("1970-01-01T00:00:01.500").expect("kafka"), Target::Datetime(1500));
         assert_eq!(Target::datetime("1970-01-01T01:00:00+01:00").expect("offset"), Target::Datetime(0));
         assert!(Target::datetime("yesterday").is_err());
+    }
+
+    #[test]
+    fn a_failed_commit_names_every_partition_that_did_not_move() {
+        let plan = |partition, committed| PartitionPlan {
+            topic: "cyclops-events-7".into(),
+            partition,
+            current: Some(5),
+            target: 2,
+            to_deliver: 8,
+            committed,
+        };
+        let error = ReplayError::NotCommitted(vec![plan(0, Some(5)), plan(3, None)]).to_string();
+        assert_eq!(
+            error,
+            "2 partition(s) not committed as planned: cyclops-events-7 partition 0 has 5, not 2; \
+             cyclops-events-7 partition 3 has nothing, not 2"
+        );
     }
 }
