@@ -41,6 +41,8 @@ pub struct DeadLetter {
     topic: String,
     partitions: i32,
     replication: i32,
+    /// The topic's `max.message.bytes` when this creates it.
+    max_record_bytes: usize,
     created: std::sync::atomic::AtomicBool,
 }
 
@@ -57,7 +59,7 @@ impl DeadLetter {
             .set("client.id", "cyclops-forwarder-deadletter")
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("message.max.bytes", (config.ingest.max_envelope_bytes + (1 << 20)).to_string())
+            .set("message.max.bytes", config.max_record_bytes().to_string())
             .create()?;
         let admin = ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create()?;
         Ok(Self {
@@ -65,6 +67,7 @@ impl DeadLetter {
             admin,
             topic: config.deadletter_topic(),
             partitions: config.kafka.topic_partitions,
+            max_record_bytes: config.max_record_bytes(),
             replication: config.kafka.topic_replication_factor,
             created: std::sync::atomic::AtomicBool::new(false),
         })
@@ -74,7 +77,11 @@ impl DeadLetter {
         if self.created.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
-        let topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(self.replication));
+        // As large as a project topic's records: the broker's 1 MiB default
+        // would refuse the very records Sentry answers 413 to, forever.
+        let max_message = self.max_record_bytes.to_string();
+        let topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(self.replication))
+            .set("max.message.bytes", &max_message);
         let options = AdminOptions::new().operation_timeout(Some(SEND_TIMEOUT));
         for result in self.admin.create_topics(&[topic], &options).await? {
             match result {

@@ -21,8 +21,6 @@ use crate::stats::Stats;
 
 /// Most topics remembered as existing.
 const MAX_KNOWN_TOPICS: usize = 100_000;
-/// Room for a record's headers and framing beyond its body.
-const RECORD_OVERHEAD_BYTES: usize = 1 << 20;
 /// Least bound on the producer's queue; it is raised to hold two of the
 /// largest records. A full queue makes ingest answer 503.
 const QUEUE_MIN_KBYTES: usize = 64 * 1024;
@@ -61,7 +59,7 @@ impl std::fmt::Debug for EventProducer {
 impl EventProducer {
     pub fn new(config: &Config, stats: Arc<Stats>) -> Result<Self, KafkaError> {
         let timeout = Duration::from_millis(config.ingest.produce_timeout_ms);
-        let max_message_bytes = config.ingest.max_envelope_bytes + RECORD_OVERHEAD_BYTES;
+        let max_message_bytes = config.max_record_bytes();
         let producer = ClientConfig::new()
             .set("bootstrap.servers", &config.kafka.brokers)
             .set("client.id", "cyclops-ingest")

@@ -138,10 +138,21 @@ pub fn write_default(path: &std::path::Path) -> std::io::Result<()> {
     file.write_all(DEFAULT_CONFIG_TOML.as_bytes())
 }
 
+/// Room for a record's headers and framing beyond its body.
+const RECORD_OVERHEAD_BYTES: usize = 1 << 20;
+
 impl Config {
     /// The topic that holds `project_id`'s events.
     pub fn topic_for_project(&self, project_id: u64) -> String {
         format!("{}{}", self.kafka.topic_prefix, project_id)
+    }
+
+    /// The largest Kafka record either service writes: the largest body
+    /// ingest accepts plus room for headers and framing. Project topics and
+    /// the dead-letter topic are created with it as `max.message.bytes`, so
+    /// that a record accepted once can always be dead-lettered.
+    pub fn max_record_bytes(&self) -> usize {
+        self.ingest.max_envelope_bytes + RECORD_OVERHEAD_BYTES
     }
 
     /// The dead-letter topic: `forwarder.deadletter_topic`, or

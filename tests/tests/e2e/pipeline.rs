@@ -298,6 +298,37 @@ async fn events_sentry_refuses_go_to_the_dead_letter_topic_and_the_rest_flows() 
 }
 
 #[tokio::test]
+async fn a_record_larger_than_kafkas_default_limit_is_dead_lettered_whole() {
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    sentry.script(&[413]);
+    let config = config_with_project(Some(&sentry));
+    let ingest = spawn_ingest(config.clone()).await.expect("ingest");
+    let forwarder = spawn_forwarder(config.clone()).await.expect("forwarder");
+    // 3 MiB: past the broker's 1 MiB default for a topic's records, well
+    // within the 20 MiB envelope ingest takes.
+    let event_id = uuid::Uuid::new_v4().simple().to_string();
+    let attachment = "x".repeat(3 << 20);
+    let envelope = format!(
+        "{{\"event_id\":\"{event_id}\"}}\n{{\"type\":\"event\"}}\n{{\"message\":\"big\"}}\n\
+         {{\"type\":\"attachment\",\"length\":{},\"filename\":\"core.txt\"}}\n{attachment}\n",
+        attachment.len()
+    )
+    .into_bytes();
+    let auth = auth_header(KEY);
+    let path = format!("/api/{PROJECT}/envelope/");
+    let answer = post(&ingest, &path, &[("x-sentry-auth", &auth)], envelope.clone()).await;
+    assert_eq!(answer.status(), 200);
+
+    let dead = cyclops_tests::kafka::read_records(&config.deadletter_topic(), 1, WAIT).await;
+    assert_eq!(dead.len(), 1, "Sentry's 413 sends the record to the dead letters");
+    assert_eq!(dead[0].payload, envelope, "whole, as stored");
+    let status = dead[0].raw_headers.iter().find(|(k, _)| k == "cyclops-dlq-status").map(|(_, v)| v.clone());
+    assert_eq!(status.as_deref(), Some("413"));
+    forwarder.stop().await.expect("forwarder stops");
+    ingest.stop().await.expect("ingest stops");
+}
+
+#[tokio::test]
 async fn a_record_that_cannot_be_replayed_is_dead_lettered_not_lost() {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
