@@ -41,7 +41,7 @@ enum Command {
         /// From the oldest event Kafka still has.
         #[arg(long)]
         to_earliest: bool,
-        /// Move the committed offset by N (negative goes back), per partition.
+        /// Move the committed offset back by -N (N is negative), per partition.
         #[arg(long, allow_hyphen_values = true)]
         shift_by: Option<i64>,
         /// Only this project's topic.
@@ -69,7 +69,7 @@ async fn main() {
             let target = match (to_datetime, to_earliest, shift_by) {
                 (Some(t), _, _) => Target::datetime(&t),
                 (None, true, _) => Ok(Target::Earliest),
-                (None, false, Some(n)) => Ok(Target::ShiftBy(n)),
+                (None, false, Some(n)) => Target::shift_by(n),
                 (None, false, None) => Ok(Target::Earliest),
             };
             match target {

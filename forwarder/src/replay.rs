@@ -28,12 +28,17 @@ pub enum Target {
     Datetime(i64),
     /// The oldest record Kafka still has.
     Earliest,
-    /// The committed offset plus this (negative goes back), as Kafka's own
-    /// `kafka-consumer-groups.sh --shift-by`.
+    /// The committed offset plus this, which is at most 0 (see
+    /// [`Target::shift_by`]), as Kafka's own `kafka-consumer-groups.sh --shift-by`.
     ShiftBy(i64),
 }
 
 impl Target {
+    /// `--shift-by`: back (negative) or nowhere, never forward.
+    pub fn shift_by(n: i64) -> Result<Self, ReplayError> {
+        if n > 0 { Err(ReplayError::Forward(n)) } else { Ok(Self::ShiftBy(n)) }
+    }
+
     /// Parses `--to-datetime`: RFC 3339 (`2026-11-22T10:00:00Z`), or Kafka's
     /// tool's form without a zone (`2026-11-22T10:00:00.000`), taken as UTC.
     pub fn datetime(text: &str) -> Result<Self, ReplayError> {
@@ -77,6 +82,8 @@ pub enum ReplayError {
     BadDatetime(String),
     #[error("group {group} has {members} live member(s): stop its forwarders first")]
     GroupActive { group: String, members: usize },
+    #[error("--shift-by {0} moves forward: replay only rewinds (a forward move would skip events never delivered)")]
+    Forward(i64),
     #[error("no project topic matches")]
     NoTopics,
     #[error(transparent)]
@@ -150,17 +157,11 @@ pub fn replay(
             Offset::Offset(o) => Some(o),
             _ => None,
         });
-        let target = match &request.target {
-            Target::Earliest => low,
-            Target::ShiftBy(n) => current.unwrap_or(low).saturating_add(*n),
-            Target::Datetime(_) => {
-                match by_time.as_ref().and_then(|t| t.find_partition(topic, partition)).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => o,
-                    _ => high,
-                }
-            }
-        }
-        .clamp(low, high);
+        let at_time = match by_time.as_ref().and_then(|t| t.find_partition(topic, partition)).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        };
+        let target = new_offset(&request.target, current, (low, high), at_time);
         let plan = PartitionPlan {
             topic: topic.to_owned(),
             partition,
@@ -189,6 +190,21 @@ pub fn replay(
         }
     }
     Ok(plans)
+}
+
+/// Where a partition resumes: `current` is the group's commit, `(low, high)`
+/// the partition's watermarks, `at_time` the first offset at or after a
+/// `Datetime` target. Never past where the group would resume anyway
+/// (`current`, or `low` without a commit, as the forwarder reads from the
+/// earliest): moving forward would skip events never delivered.
+fn new_offset(target: &Target, current: Option<i64>, (low, high): (i64, i64), at_time: Option<i64>) -> i64 {
+    let resume = current.unwrap_or(low);
+    let wanted = match target {
+        Target::Earliest => low,
+        Target::ShiftBy(n) => resume.saturating_add(*n),
+        Target::Datetime(_) => at_time.unwrap_or(high),
+    };
+    wanted.min(resume).clamp(low, high)
 }
 
 /// Runs [`replay`] off the runtime, printing the plan and the result.
@@ -229,6 +245,25 @@ mod tests {
         assert_eq!(Target::datetime("1970-01-01T00:00:01.500").expect("kafka"), Target::Datetime(1500));
         assert_eq!(Target::datetime("1970-01-01T01:00:00+01:00").expect("offset"), Target::Datetime(0));
         assert!(Target::datetime("yesterday").is_err());
+    }
+
+    #[test]
+    fn a_replay_never_moves_a_partition_forward() {
+        let (low, high) = (10, 100);
+        assert_eq!(new_offset(&Target::Earliest, Some(50), (low, high), None), 10);
+        assert_eq!(new_offset(&Target::ShiftBy(-20), Some(50), (low, high), None), 30);
+        assert_eq!(new_offset(&Target::ShiftBy(-90), Some(50), (low, high), None), 10, "not below the oldest");
+        assert_eq!(new_offset(&Target::Datetime(0), Some(50), (low, high), Some(40)), 40);
+        assert_eq!(new_offset(&Target::Datetime(0), Some(50), (low, high), Some(70)), 50, "backlog before T kept");
+        assert_eq!(new_offset(&Target::Datetime(0), Some(50), (low, high), None), 50, "nothing after T: kept");
+        assert_eq!(
+            new_offset(&Target::Datetime(0), None, (low, high), Some(70)),
+            10,
+            "no commit reads from the oldest"
+        );
+        assert_eq!(new_offset(&Target::Earliest, Some(500), (low, high), None), 10, "a commit past the end");
+        assert!(matches!(Target::shift_by(5), Err(ReplayError::Forward(5))));
+        assert_eq!(Target::shift_by(-5).expect("back"), Target::ShiftBy(-5));
     }
 
     #[test]
