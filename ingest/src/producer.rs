@@ -41,7 +41,9 @@ pub struct EventProducer {
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist; a topic is created at most once per process.
-    known_topics: Mutex<HashSet<String>>,
+    /// Topics known to exist; shared with the tasks that wait for `enqueue`
+    /// deliveries, which forget a topic whose delivery failed.
+    known_topics: Arc<Mutex<HashSet<String>>>,
     partitions: i32,
     replication: i32,
     max_message_bytes: usize,
@@ -78,7 +80,7 @@ impl EventProducer {
         Ok(Self {
             producer,
             admin,
-            known_topics: Mutex::new(HashSet::new()),
+            known_topics: Arc::new(Mutex::new(HashSet::new())),
             partitions: config.kafka.topic_partitions,
             replication: config.kafka.topic_replication_factor,
             max_message_bytes,
@@ -86,6 +88,15 @@ impl EventProducer {
             ack: config.ingest.ack,
             stats,
         })
+    }
+
+    /// A delivery to `topic` failed: perhaps an operator deleted it, and
+    /// the broker does not create topics. The next event asks for it again
+    /// (a CreateTopics that answers "exists" when it does).
+    fn forget(known: &Mutex<HashSet<String>>, topic: &str) {
+        if let Ok(mut known) = known.lock() {
+            known.remove(topic);
+        }
     }
 
     fn is_known(&self, topic: &str) -> bool {
@@ -148,19 +159,27 @@ impl EventProducer {
                         self.stats.acknowledged_after(started.elapsed());
                         Ok(())
                     }
-                    Ok(Err((e, _))) => Err(ProduceError::Send(e)),
-                    Err(_) => Err(ProduceError::Timeout(self.timeout)),
+                    Ok(Err((e, _))) => {
+                        Self::forget(&self.known_topics, topic);
+                        Err(ProduceError::Send(e))
+                    }
+                    Err(_) => {
+                        Self::forget(&self.known_topics, topic);
+                        Err(ProduceError::Timeout(self.timeout))
+                    }
                 }
             }
             AckMode::Enqueue => {
                 let delivery = self.producer.send_result(record).map_err(|(e, _)| ProduceError::Send(e))?;
                 let stats = self.stats.clone();
+                let known = self.known_topics.clone();
                 let topic = topic.to_owned();
                 tokio::spawn(async move {
                     let _in_flight = in_flight;
                     match delivery.await {
                         Ok(Ok(_)) => stats.acknowledged_after(started.elapsed()),
                         Ok(Err((e, _))) => {
+                            Self::forget(&known, &topic);
                             metrics::counter!(crate::metrics::LOST_AFTER_ENQUEUE).increment(1);
                             tracing::error!(topic, error = %e, "an event answered 200 (ack = enqueue) was not stored");
                         }

@@ -80,6 +80,30 @@ async fn enqueue_mode_answers_once_queued_and_still_stores() {
     ingest.stop().await.expect("stops");
 }
 
+#[tokio::test]
+async fn a_project_topic_deleted_under_a_running_ingest_is_created_again() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let mut config = config();
+    config.ingest.produce_timeout_ms = 3000;
+    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let ingest = spawn_ingest(config).await.expect("ingest");
+    assert_eq!(submit(&ingest).await.status(), 200, "creates the topic");
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", cyclops_tests::kafka_brokers()).create().expect("admin");
+    for deleted in admin.delete_topics(&[topic.as_str()], &AdminOptions::new()).await.expect("delete") {
+        deleted.expect("topic deleted");
+    }
+    // An event may fail while the broker forgets the topic; one after it
+    // must create the topic again (the broker does not create topics).
+    let stored = cyclops_tests::wait_for(Duration::from_secs(60), "an event stored after the deletion", || async {
+        (submit(&ingest).await.status() == 200).then_some(())
+    })
+    .await;
+    assert!(stored.is_ok(), "ingest still believed the deleted topic existed");
+    assert!(!read_records(&topic, 1, Duration::from_secs(30)).await.is_empty(), "in the new topic");
+    ingest.stop().await.expect("stops");
+}
+
 /// `/metrics` as name{labels} → value (histograms: their `_count` and `_sum` lines).
 async fn metric_values(ingest: &TestService) -> std::collections::HashMap<String, f64> {
     let text = reqwest::get(ingest.url("/metrics")).await.expect("metrics").text().await.expect("text");
