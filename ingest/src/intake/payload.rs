@@ -312,6 +312,27 @@ mod tests {
     }
 
     #[test]
+    fn an_envelope_event_floods_with_the_same_event_sent_to_store() {
+        let event = r#"{"exception":{"values":[{"type":"KeyError","value":"'id'","stacktrace":{"frames":[{"filename":"app.py","function":"view","lineno":12}]}}]},"timestamp":1}"#;
+        let store = understand(Kind::Store, Encoding::Identity, event.as_bytes(), "/api/1/store/", None, LIMITS)
+            .expect("store");
+        let later = event.replace(r#""timestamp":1"#, r#""timestamp":2"#);
+        let envelope = format!("{{\"event_id\":\"{ID}\"}}\n{{\"type\":\"event\"}}\n{later}\n");
+        let enveloped =
+            understand(Kind::Envelope, Encoding::Identity, envelope.as_bytes(), "/", None, LIMITS).expect("envelope");
+        let fingerprint = store.fingerprint.expect("a store event has one");
+        assert!(fingerprint.starts_with("exc-frames:"), "{fingerprint}");
+        assert_eq!(enveloped.fingerprint.as_deref(), Some(fingerprint.as_str()), "same error, same fingerprint");
+        let other = envelope.replace("lineno\":12", "lineno\":13");
+        let moved = understand(Kind::Envelope, Encoding::Identity, other.as_bytes(), "/", None, LIMITS).expect("ok");
+        assert_ne!(moved.fingerprint.as_deref(), Some(fingerprint.as_str()), "another line, another error");
+        let no_event = format!("{{\"event_id\":\"{ID}\"}}\n{{\"type\":\"session\"}}\n{{}}\n");
+        let session =
+            understand(Kind::Envelope, Encoding::Identity, no_event.as_bytes(), "/", None, LIMITS).expect("ok");
+        assert_eq!(session.fingerprint, None, "nothing to flood-filter without an event");
+    }
+
+    #[test]
     fn an_envelope_event_without_id_gets_one_in_its_header() {
         let body = gzip(b"{\"dsn\":\"https://k@h/1\"}\n{\"type\":\"event\"}\n{\"message\":\"m\"}\n");
         let u = understand(Kind::Envelope, Encoding::Gzip, &body, "/", None, LIMITS).expect("ok");
