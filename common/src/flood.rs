@@ -130,6 +130,8 @@ impl LocalCounter {
 struct RedisCounter {
     /// Set by the connector task; it reconnects by itself afterwards.
     conn: std::sync::RwLock<Option<ConnectionManager>>,
+    /// Told when `conn` is first set.
+    connected: tokio::sync::Notify,
     count: redis::Script,
     refund: redis::Script,
     timeout: Duration,
@@ -200,6 +202,7 @@ async fn connect_in_background(client: redis::Client, counter: std::sync::Weak<R
                 if let Ok(mut slot) = counter.conn.write() {
                     *slot = Some(conn);
                 }
+                counter.connected.notify_waiters();
                 tracing::info!("flood filter connected to redis");
                 return;
             }
@@ -249,6 +252,7 @@ impl FloodFilter {
                 let client = redis::Client::open(url)?;
                 let counter = std::sync::Arc::new(RedisCounter {
                     conn: std::sync::RwLock::new(None),
+                    connected: tokio::sync::Notify::new(),
                     count: redis::Script::new(COUNT),
                     refund: redis::Script::new(REFUND),
                     timeout,
@@ -269,6 +273,19 @@ impl FloodFilter {
             local: LocalCounter::default(),
             fallback: AtomicBool::new(false),
         })
+    }
+
+    /// Waits at most `bound` for the first Redis connection, so that an
+    /// instance starts with farm-wide counts rather than a moment of
+    /// in-process ones; true when connected (or when there is no Redis).
+    pub async fn wait_connected(&self, bound: Duration) -> bool {
+        let Some(redis) = &self.redis else { return true };
+        // Registered before the check: a connection made in between still wakes it.
+        let connected = redis.connected.notified();
+        if redis.connection().is_some() {
+            return true;
+        }
+        tokio::time::timeout(bound, connected).await.is_ok()
     }
 
     /// Whether the filter does anything (a window of 0 turns it off).

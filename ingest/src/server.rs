@@ -22,6 +22,8 @@ use crate::stats::Stats;
 
 /// Longest wait at shutdown for events queued in the producer.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
+/// Longest wait at start for the flood filter's first Redis connection.
+const REDIS_START_WAIT: Duration = Duration::from_secs(2);
 
 /// A bound, not yet running ingest service.
 #[derive(Debug)]
@@ -56,6 +58,11 @@ impl Ingest {
             Duration::from_millis(config.redis.timeout_ms),
         )
         .map_err(IngestError::Redis)?;
+        if !flood.wait_connected(REDIS_START_WAIT).await {
+            tracing::warn!(
+                "redis not connected after {REDIS_START_WAIT:?}: starting with in-process flood counts until it is"
+            );
+        }
         let producer = EventProducer::new(&config, stats.clone())?;
         let intake = Arc::new(Intake::new(keys.clone(), producer, flood, stats, &config));
 

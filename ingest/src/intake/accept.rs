@@ -116,6 +116,13 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
         }
         _ => return Err(StoreError::MissingAuth),
     };
+    // As Relay: an envelope that says it is for another project is refused,
+    // not stored for Sentry to refuse later.
+    if let Some(named) = understood.dsn.as_deref().and_then(auth::dsn_project)
+        && named != project_id
+    {
+        return Err(StoreError::InvalidEnvelope("header mismatch: project id".into()));
+    }
 
     let (fate, count) = decide(intake, project_id, &understood).await;
     if fate == Fate::Ignored("flood") {

@@ -92,6 +92,13 @@ pub fn from_dsn(dsn: &str) -> Result<SentryAuth, StoreError> {
     })
 }
 
+/// The project id a DSN names: the last segment of its path
+/// (`https://key@host/prefix/42` → 42); `None` when it names none.
+pub fn dsn_project(dsn: &str) -> Option<u64> {
+    let url = url::Url::parse(dsn).ok()?;
+    url.path_segments()?.rev().find(|s| !s.is_empty())?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
@@ -139,5 +146,13 @@ mod tests {
         let auth = from_dsn("https://pub:sec@o1.ingest.example.com/42").expect("ok");
         assert_eq!((auth.public_key.as_str(), auth.secret_key.as_deref()), ("pub", Some("sec")));
         assert_eq!(from_dsn("not a dsn"), Err(StoreError::BadEnvelopeAuth));
+    }
+
+    #[test]
+    fn a_dsn_names_its_project_last() {
+        assert_eq!(dsn_project("https://k@o1.ingest.sentry.io/42"), Some(42));
+        assert_eq!(dsn_project("http://k@host:9000/sentry/7/"), Some(7));
+        assert_eq!(dsn_project("https://k@host/"), None);
+        assert_eq!(dsn_project("not a url"), None);
     }
 }

@@ -243,6 +243,9 @@ async fn every_auth_form_and_every_auth_failure() {
     let query_store = format!("{store}?sentry_key={KEY}&sentry_version=7");
     let dsn_envelope =
         format!("{{\"dsn\":\"http://{KEY}@example.com/{PROJECT}\",\"event_id\":\"{}\"}}\n", event_id()).into_bytes();
+    let other_project_dsn =
+        format!("{{\"dsn\":\"http://{KEY}@example.com/{}\",\"event_id\":\"{}\"}}\n", PROJECT + 1, event_id())
+            .into_bytes();
     let ev = || event(&event_id(), "auth");
     let cases: Vec<AuthCase> = vec![
         ("x-sentry-auth", store.clone(), vec![("x-sentry-auth", &good)], ev(), 200),
@@ -256,6 +259,14 @@ async fn every_auth_form_and_every_auth_failure() {
         ("unknown key", store.clone(), vec![("x-sentry-auth", &unknown)], ev(), 403),
         ("another project's key", store.clone(), vec![("x-sentry-auth", &other)], ev(), 403),
         ("non-numeric project", "/api/abc/store/".into(), vec![("x-sentry-auth", &good)], ev(), 400),
+        ("dsn of another project", format!("/api/{PROJECT}/envelope/"), vec![], other_project_dsn.clone(), 400),
+        (
+            "header auth, dsn of another project",
+            format!("/api/{PROJECT}/envelope/"),
+            vec![("x-sentry-auth", &good)],
+            other_project_dsn,
+            400,
+        ),
     ];
     for (what, path, headers, body, status) in cases {
         let response = post(&ingest, &path, &headers, body).await;
