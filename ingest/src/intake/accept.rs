@@ -39,13 +39,20 @@ fn endpoint_label(kind: Kind) -> &'static str {
 
 /// Answers one submission; every outcome is counted.
 pub async fn handle(intake: &Intake, kind: Kind, submission: Submission) -> Response {
-    let response = match accept(intake, kind, submission).await {
-        Ok(response) => response,
-        Err(error) => {
-            intake.stats.rejected(error.reason());
-            error.into_response()
-        }
-    };
+    match accept(intake, kind, submission).await {
+        Ok(response) => counted(kind, response),
+        Err(error) => refuse(intake, kind, error),
+    }
+}
+
+/// Answers a refused request, counted by reason and status; also for
+/// requests refused before they are read (a method the endpoint does not take).
+pub fn refuse(intake: &Intake, kind: Kind, error: StoreError) -> Response {
+    intake.stats.rejected(error.reason());
+    counted(kind, error.into_response())
+}
+
+fn counted(kind: Kind, response: Response) -> Response {
     let status = response.status().as_u16().to_string();
     metrics::counter!(crate::metrics::REQUESTS, "endpoint" => endpoint_label(kind), "status" => status).increment(1);
     response

@@ -139,9 +139,9 @@ fn cors() -> CorsLayer {
 pub fn router(intake: Arc<Intake>) -> Router {
     let body_limit = intake.config.limits.envelope_bytes;
     Router::new()
-        .route("/api/{project_id}/store/", post(store).get(beacon))
-        .route("/api/store/", post(legacy_store))
-        .route("/api/{project_id}/envelope/", post(envelope))
+        .route("/api/{project_id}/store/", post(store).get(beacon).fallback(store_other_method))
+        .route("/api/store/", post(legacy_store).fallback(store_other_method))
+        .route("/api/{project_id}/envelope/", post(envelope).fallback(envelope_other_method))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(cors())
@@ -231,4 +231,14 @@ async fn beacon(State(intake): State<Arc<Intake>>, submission: Submission) -> Re
 
 async fn envelope(State(intake): State<Arc<Intake>>, submission: Submission) -> Response {
     accept::handle(&intake, Kind::Envelope, submission).await
+}
+
+// Without these, the router would answer other methods itself: uncounted
+// and without Sentry's `{"detail"}` body.
+async fn store_other_method(State(intake): State<Arc<Intake>>) -> Response {
+    accept::refuse(&intake, Kind::Store, StoreError::MethodNotAllowed)
+}
+
+async fn envelope_other_method(State(intake): State<Arc<Intake>>) -> Response {
+    accept::refuse(&intake, Kind::Envelope, StoreError::MethodNotAllowed)
 }

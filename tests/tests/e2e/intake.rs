@@ -221,11 +221,19 @@ async fn oversized_and_malformed_bodies_are_refused_and_nothing_is_stored() {
         let detail: Value = response.json().await.unwrap_or(Value::Null);
         assert!(detail["detail"].is_string(), "{what}: a reason is given: {detail}");
     }
+    for (method, path) in [(reqwest::Method::PUT, &store), (reqwest::Method::DELETE, &env)] {
+        let response = send(&ingest, method.clone(), path, &[("x-sentry-auth", &auth)], b"{}".to_vec()).await;
+        assert_eq!(response.status(), 405, "{method} {path}");
+        let detail: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(detail["detail"].is_string(), "{method}: a reason is given: {detail}");
+    }
     assert!(stays_empty(&topic, Duration::from_secs(2)).await, "nothing refused was stored");
     let count: Value = reqwest::get(ingest.url("/count")).await.expect("count").json().await.expect("json");
     assert_eq!(count["processed"], 0, "nothing refused was stored");
     let rejected = count["rejected_by_reason"].as_object().expect("reasons");
-    for reason in ["too_large", "invalid_compression", "invalid_json", "invalid_envelope", "empty_body"] {
+    for reason in
+        ["too_large", "invalid_compression", "invalid_json", "invalid_envelope", "empty_body", "method_not_allowed"]
+    {
         assert!(rejected.get(reason).and_then(Value::as_u64).unwrap_or(0) > 0, "{reason} counted: {count}");
     }
     ingest.stop().await.expect("stops");
