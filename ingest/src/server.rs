@@ -102,20 +102,26 @@ impl Ingest {
         let stop_accepting = CancellationToken::new();
         let closer = stop_accepting.clone();
         let signal = shutdown.clone();
+        let closed_at = Arc::new(std::sync::OnceLock::new());
+        let closing = closed_at.clone();
         tokio::spawn(async move {
             signal.cancelled().await;
             tokio::time::sleep(delay).await;
+            closing.set(tokio::time::Instant::now()).ok();
             closer.cancel();
         });
         let server = axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
-        let result = match with_grace(&stop_accepting, drain, server.into_future()).await {
+        let served = with_grace(&stop_accepting, drain, server.into_future()).await;
+        let result = match served {
             Some(served) => served.map_err(IngestError::Serve),
             None => Ok(()),
         };
         tracing::info!("ingest stopped");
         // With ack = acknowledged every answered event is in Kafka already;
-        // with enqueue, this is the last chance for the queued ones.
-        tokio::task::spawn_blocking(move || intake.producer.flush(FINAL_FLUSH.max(drain))).await.ok();
+        // with enqueue, this is the last chance for the queued ones: what is
+        // left of the drain time, and never less than FINAL_FLUSH.
+        let left = closed_at.get().map_or(drain, |closed| drain.saturating_sub(closed.elapsed()));
+        tokio::task::spawn_blocking(move || intake.producer.flush(left.max(FINAL_FLUSH))).await.ok();
         result
     }
 }
