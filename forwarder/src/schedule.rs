@@ -10,7 +10,7 @@
 //! - **Within a partition**, events sit in two lanes: `live` (read at the
 //!   head of the partition) and `backfill` (read from a gap left behind when
 //!   the live lane jumped ahead). With `newest_first`, the newest live event
-//!   goes first, except that every `backfill_every`-th pick takes the oldest
+//!   goes first, except that `backfill_percent` of the picks take the oldest
 //!   event (backfill first), so the backlog keeps draining and the committed
 //!   offset keeps moving. Without it, the oldest event always goes first.
 //! - **Retries** wait in their partition until their time has come, then go
@@ -55,6 +55,13 @@ impl<T> Ord for Retry<T> {
     }
 }
 
+/// Whether the `pick`-th pick (from 1) of a partition takes the oldest
+/// event: exactly `percent` of every 100 picks do, spread evenly (20 → every
+/// fifth; 30 → the 4th, 7th and 10th of each ten).
+fn is_oldest_turn(pick: u64, percent: u64) -> bool {
+    pick * percent / 100 > (pick - 1) * percent / 100
+}
+
 #[derive(Debug)]
 struct PartitionQueue<T> {
     project: u64,
@@ -80,7 +87,7 @@ impl<T> PartitionQueue<T> {
         self.retry_due(now) || (self.retries.len() < retry_cap && (!self.live.is_empty() || !self.backfill.is_empty()))
     }
 
-    fn pop(&mut self, now: Instant, newest_first: bool, backfill_every: u64, retry_cap: usize) -> Option<T> {
+    fn pop(&mut self, now: Instant, newest_first: bool, backfill_percent: u64, retry_cap: usize) -> Option<T> {
         if self.retry_due(now) {
             return self.retries.pop().map(|Reverse(r)| r.item);
         }
@@ -88,7 +95,7 @@ impl<T> PartitionQueue<T> {
             return None;
         }
         self.picks += 1;
-        let oldest_turn = !newest_first || (backfill_every > 0 && self.picks.is_multiple_of(backfill_every));
+        let oldest_turn = !newest_first || is_oldest_turn(self.picks, backfill_percent);
         if oldest_turn {
             self.backfill.pop_front().or_else(|| self.live.pop_front())
         } else {
@@ -118,19 +125,19 @@ pub struct Scheduler<K, T> {
     held: HashMap<u64, Instant>,
     weights: HashMap<u64, u32>,
     newest_first: bool,
-    backfill_every: u64,
+    backfill_percent: u64,
     /// Retries a partition may hold before it sends nothing new.
     retry_cap: usize,
     seq: u64,
 }
 
 impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
-    /// `backfill_every`: with `newest_first`, one pick in this many takes
-    /// the oldest event (0 = only when nothing newer is buffered).
+    /// `backfill_percent`: with `newest_first`, this share of a partition's
+    /// picks takes the oldest event (0 = only when nothing newer is buffered).
     ///
     /// `retry_cap`: once a partition has this many events waiting to be
     /// retried, it sends only those until fewer wait.
-    pub fn new(newest_first: bool, backfill_every: u32, weights: HashMap<u64, u32>, retry_cap: usize) -> Self {
+    pub fn new(newest_first: bool, backfill_percent: u32, weights: HashMap<u64, u32>, retry_cap: usize) -> Self {
         Self {
             partitions: HashMap::new(),
             projects: HashMap::new(),
@@ -139,7 +146,7 @@ impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
             held: HashMap::new(),
             weights,
             newest_first,
-            backfill_every: u64::from(backfill_every),
+            backfill_percent: u64::from(backfill_percent.min(100)),
             retry_cap: retry_cap.max(1),
             seq: 0,
         }
@@ -273,14 +280,14 @@ impl<K: Clone + Eq + Hash, T> Scheduler<K, T> {
             return None;
         }
         self.credit = self.credit.saturating_sub(1);
-        let (newest_first, backfill_every, retry_cap) = (self.newest_first, self.backfill_every, self.retry_cap);
+        let (newest_first, backfill_percent, retry_cap) = (self.newest_first, self.backfill_percent, self.retry_cap);
         let p = self.projects.get_mut(&project)?;
         for _ in 0..p.partitions.len() {
             let key = p.partitions.front()?.clone();
             p.partitions.rotate_left(1);
             if let Some(q) = self.partitions.get_mut(&key)
                 && q.ready(now, retry_cap)
-                && let Some(item) = q.pop(now, newest_first, backfill_every, retry_cap)
+                && let Some(item) = q.pop(now, newest_first, backfill_percent, retry_cap)
             {
                 return Some((key, item));
             }
@@ -306,7 +313,7 @@ mod tests {
     use super::*;
 
     fn sched(newest_first: bool) -> Scheduler<&'static str, u32> {
-        Scheduler::new(newest_first, 5, HashMap::new(), 1000)
+        Scheduler::new(newest_first, 20, HashMap::new(), 1000)
     }
 
     fn drain(s: &mut Scheduler<&'static str, u32>, now: Instant) -> Vec<(&'static str, u32)> {
@@ -331,7 +338,7 @@ mod tests {
 
     #[test]
     fn weights_give_a_larger_share() {
-        let mut s: Scheduler<&str, u32> = Scheduler::new(false, 5, HashMap::from([(1, 3)]), 1000);
+        let mut s: Scheduler<&str, u32> = Scheduler::new(false, 20, HashMap::from([(1, 3)]), 1000);
         let now = Instant::now();
         for i in 0..30 {
             s.push(&"a", 1, Lane::Live, i);
@@ -422,7 +429,7 @@ mod tests {
 
     #[test]
     fn a_full_retry_queue_stops_fresh_sends() {
-        let mut s: Scheduler<&str, u32> = Scheduler::new(false, 5, HashMap::new(), 2);
+        let mut s: Scheduler<&str, u32> = Scheduler::new(false, 20, HashMap::new(), 2);
         let now = Instant::now();
         s.retry_at(&"p", 1, 1, now + Duration::from_secs(1));
         s.push(&"p", 1, Lane::Live, 3);
@@ -447,6 +454,17 @@ mod tests {
     }
 
     proptest! {
+        /// Over any 100 consecutive picks, the oldest lane gets exactly its
+        /// percentage, and never two turns closer than 100 / percent rounded down.
+        #[test]
+        fn the_backfill_share_is_the_configured_percentage(percent in 0u64..=100, start in 1u64..10_000) {
+            let turns: Vec<u64> = (start..start + 100).filter(|&p| is_oldest_turn(p, percent)).collect();
+            prop_assert_eq!(turns.len() as u64, percent);
+            if let Some(spacing) = 100u64.checked_div(percent) {
+                prop_assert!(turns.windows(2).all(|w| w[1] - w[0] >= spacing), "{:?}", turns);
+            }
+        }
+
         /// Every pushed event comes out exactly once, and while two projects
         /// both have work, neither sends more than `weight` in a row.
         #[test]
@@ -454,7 +472,7 @@ mod tests {
             pushes in proptest::collection::vec((0u64..4, 0u8..3, any::<bool>()), 1..200),
             newest_first in any::<bool>(),
         ) {
-            let mut s: Scheduler<(u64, u8), usize> = Scheduler::new(newest_first, 4, HashMap::new(), 1000);
+            let mut s: Scheduler<(u64, u8), usize> = Scheduler::new(newest_first, 25, HashMap::new(), 1000);
             let now = Instant::now();
             for (i, &(project, partition, backfill)) in pushes.iter().enumerate() {
                 let lane = if backfill { Lane::Backfill } else { Lane::Live };

@@ -82,11 +82,14 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Result<Self, ForwarderError> {
         let f = &config.forwarder;
-        let backfill_every = 100u32.div_ceil(f.backfill_share_percent.max(1));
         let weights: HashMap<u64, u32> =
             f.project_weights.iter().filter_map(|(p, &w)| Some((p.parse().ok()?, w))).collect();
-        let sched =
-            Scheduler::new(f.process_newer_messages_first, backfill_every, weights, f.buffer_events_per_partition);
+        let sched = Scheduler::new(
+            f.process_newer_messages_first,
+            f.backfill_share_percent,
+            weights,
+            f.buffer_events_per_partition,
+        );
         let jump = f.process_newer_messages_first.then(|| i64::try_from(f.jump_threshold_events).unwrap_or(i64::MAX));
         let shared = Shared::new(sched, f.buffer_events_per_partition, jump);
         let breaker = Breaker::new(
