@@ -3,7 +3,7 @@
 //! reloaded in the background (see [`crate::keys_refresh`]). Lookups never
 //! wait on the database: they read the last good set.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use cyclops_common::config::ProjectKey;
@@ -13,11 +13,19 @@ use crate::intake::{SentryAuth, StoreError};
 /// Keys by public key.
 type KeyMap = HashMap<String, ProjectKey>;
 
+/// What was loaded from Sentry's database, replaced as a whole.
+#[derive(Debug, Default)]
+struct LoadedKeys {
+    active: KeyMap,
+    /// Public keys of rows that are not active.
+    disabled: HashSet<String>,
+}
+
 /// Every key ingest knows, and whether unknown ones are refused.
 #[derive(Debug)]
 pub struct KeyStore {
     configured: KeyMap,
-    loaded: RwLock<Arc<KeyMap>>,
+    loaded: RwLock<Arc<LoadedKeys>>,
     restrict: bool,
     /// The last reload's failure, `None` after a success.
     last_error: RwLock<Option<String>>,
@@ -29,18 +37,20 @@ impl KeyStore {
     pub fn new(projects: &[ProjectKey], restrict: bool) -> Self {
         Self {
             configured: projects.iter().map(|p| (p.public_key.clone(), p.clone())).collect(),
-            loaded: RwLock::new(Arc::new(HashMap::new())),
+            loaded: RwLock::new(Arc::new(LoadedKeys::default())),
             restrict,
             last_error: RwLock::new(None),
             loaded_once: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Replaces the keys loaded from Sentry's database.
-    pub fn replace_loaded(&self, keys: Vec<ProjectKey>) {
-        let map: KeyMap = keys.into_iter().map(|k| (k.public_key.clone(), k)).collect();
+    /// Replaces the keys loaded from Sentry's database: the active ones and
+    /// the public keys of the disabled ones.
+    pub fn replace_loaded(&self, active: Vec<ProjectKey>, disabled: Vec<String>) {
+        let active: KeyMap = active.into_iter().map(|k| (k.public_key.clone(), k)).collect();
+        let keys = LoadedKeys { active, disabled: disabled.into_iter().collect() };
         if let Ok(mut loaded) = self.loaded.write() {
-            *loaded = Arc::new(map);
+            *loaded = Arc::new(keys);
         }
         self.loaded_once.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut e) = self.last_error.write() {
@@ -67,15 +77,19 @@ impl KeyStore {
 
     /// How many keys are loaded from the database.
     pub fn loaded_len(&self) -> usize {
-        self.loaded.read().map(|l| l.len()).unwrap_or(0)
+        self.loaded.read().map(|l| l.active.len()).unwrap_or(0)
     }
 
-    fn find(&self, public_key: &str) -> Option<ProjectKey> {
+    fn find(&self, public_key: &str) -> Found {
         if let Some(key) = self.configured.get(public_key) {
-            return Some(key.clone());
+            return Found::Active(key.clone());
         }
-        let loaded = self.loaded.read().ok()?.clone();
-        loaded.get(public_key).cloned()
+        let Some(loaded) = self.loaded.read().ok().map(|l| l.clone()) else { return Found::Unknown };
+        match loaded.active.get(public_key) {
+            Some(key) => Found::Active(key.clone()),
+            None if loaded.disabled.contains(public_key) => Found::Disabled,
+            None => Found::Unknown,
+        }
     }
 
     /// The project `auth` may send to. `path_project` is the id in the URL
@@ -84,7 +98,8 @@ impl KeyStore {
     /// is refused unless access is unrestricted.
     pub fn resolve(&self, auth: &SentryAuth, path_project: Option<u64>) -> Result<u64, StoreError> {
         match self.find(&auth.public_key) {
-            Some(key) => {
+            Found::Disabled => Err(StoreError::Rejected),
+            Found::Active(key) => {
                 if path_project.is_some_and(|p| p != key.id) {
                     return Err(StoreError::Rejected);
                 }
@@ -95,11 +110,18 @@ impl KeyStore {
                 }
                 Ok(key.id)
             }
-            None if self.restrict => Err(StoreError::Rejected),
+            Found::Unknown if self.restrict => Err(StoreError::Rejected),
             // Unrestricted: any key, but the project must come from the path.
-            None => path_project.ok_or(StoreError::Rejected),
+            Found::Unknown => path_project.ok_or(StoreError::Rejected),
         }
     }
+}
+
+/// What a public key is to this store.
+enum Found {
+    Active(ProjectKey),
+    Disabled,
+    Unknown,
 }
 
 #[cfg(test)]
@@ -143,9 +165,9 @@ mod tests {
     #[test]
     fn loaded_keys_are_replaced_as_a_whole() {
         let keys = store(true);
-        keys.replace_loaded(vec![ProjectKey { id: 5, public_key: "db1".into(), secret_key: None }]);
+        keys.replace_loaded(vec![ProjectKey { id: 5, public_key: "db1".into(), secret_key: None }], Vec::new());
         assert_eq!(keys.resolve(&auth("db1", None), Some(5)), Ok(5));
-        keys.replace_loaded(vec![ProjectKey { id: 6, public_key: "db2".into(), secret_key: None }]);
+        keys.replace_loaded(vec![ProjectKey { id: 6, public_key: "db2".into(), secret_key: None }], Vec::new());
         assert_eq!(
             keys.resolve(&auth("db1", None), Some(5)),
             Err(StoreError::Rejected),
@@ -153,5 +175,15 @@ mod tests {
         );
         assert_eq!(keys.resolve(&auth("db2", None), Some(6)), Ok(6));
         assert_eq!(keys.loaded_len(), 1);
+    }
+
+    #[test]
+    fn disabled_keys_are_refused_even_when_access_is_unrestricted() {
+        let keys = store(false);
+        keys.replace_loaded(Vec::new(), vec!["off".into()]);
+        assert_eq!(keys.resolve(&auth("off", None), Some(5)), Err(StoreError::Rejected));
+        assert_eq!(keys.resolve(&auth("other", None), Some(5)), Ok(5), "unknown keys still pass");
+        keys.replace_loaded(vec![ProjectKey { id: 5, public_key: "off".into(), secret_key: None }], Vec::new());
+        assert_eq!(keys.resolve(&auth("off", None), Some(5)), Ok(5), "enabled again");
     }
 }

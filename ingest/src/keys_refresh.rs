@@ -1,5 +1,5 @@
-//! Loading keys from Sentry's own database: the active rows of
-//! `sentry_projectkey`, every `ingest.update_period_secs`. A failed load is
+//! Loading keys from Sentry's own database: the rows of
+//! `sentry_projectkey` (active ones accepted, the others refused), every `ingest.update_period_secs`. A failed load is
 //! logged and counted and keeps the last good keys.
 
 use std::sync::Arc;
@@ -24,26 +24,37 @@ pub enum LoadError {
     Timeout(Duration),
 }
 
-/// The active keys in the database at `url`.
-pub async fn load(url: &str) -> Result<Vec<ProjectKey>, LoadError> {
+/// What one load read: the active keys, and the public keys of the others
+/// (refused even when `ingest.restrict_api_access` is off: a disabled key
+/// is not an unknown one).
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub active: Vec<ProjectKey>,
+    pub disabled: Vec<String>,
+}
+
+/// The keys in the database at `url`.
+pub async fn load(url: &str) -> Result<Loaded, LoadError> {
     let work = async {
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
         let driver = tokio::spawn(connection);
-        let rows = client
-            .query("SELECT project_id, public_key, secret_key FROM sentry_projectkey WHERE status = $1", &[&ACTIVE])
-            .await;
+        let rows = client.query("SELECT project_id, public_key, secret_key, status FROM sentry_projectkey", &[]).await;
         drop(client);
         driver.abort();
-        let keys = rows?
-            .into_iter()
-            .filter_map(|row| {
-                let id: i64 = row.try_get(0).ok()?;
-                let public_key: String = row.try_get(1).ok()?;
-                let secret_key: Option<String> = row.try_get(2).ok()?;
-                Some(ProjectKey { id: u64::try_from(id).ok()?, public_key, secret_key })
-            })
-            .collect();
-        Ok(keys)
+        let mut loaded = Loaded::default();
+        for row in rows? {
+            let Ok(public_key) = row.try_get::<_, String>(1) else { continue };
+            let (Ok(id), Ok(secret_key), Ok(status)) =
+                (row.try_get::<_, i64>(0), row.try_get::<_, Option<String>>(2), row.try_get::<_, i32>(3))
+            else {
+                continue;
+            };
+            match u64::try_from(id) {
+                Ok(id) if status == ACTIVE => loaded.active.push(ProjectKey { id, public_key, secret_key }),
+                _ => loaded.disabled.push(public_key),
+            }
+        }
+        Ok(loaded)
     };
     tokio::time::timeout(LOAD_TIMEOUT, work).await.unwrap_or(Err(LoadError::Timeout(LOAD_TIMEOUT)))
 }
@@ -57,9 +68,13 @@ pub async fn run(url: String, keys: Arc<KeyStore>, period: Duration, shutdown: C
     loop {
         match load(&url).await {
             Ok(loaded) => {
-                tracing::info!(keys = loaded.len(), "loaded project keys from sentry's database");
-                metrics::gauge!(crate::metrics::KEYS_LOADED).set(loaded.len() as f64);
-                keys.replace_loaded(loaded);
+                tracing::info!(
+                    keys = loaded.active.len(),
+                    disabled = loaded.disabled.len(),
+                    "loaded project keys from sentry's database"
+                );
+                metrics::gauge!(crate::metrics::KEYS_LOADED).set(loaded.active.len() as f64);
+                keys.replace_loaded(loaded.active, loaded.disabled);
             }
             Err(e) => {
                 metrics::counter!(crate::metrics::KEY_REFRESH_FAILURES).increment(1);

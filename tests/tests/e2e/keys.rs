@@ -111,3 +111,29 @@ async fn active_keys_load_from_sentrys_table_and_refreshes_pick_up_new_ones() {
     let admin = connect(&postgres_url()).await;
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
 }
+
+#[tokio::test]
+async fn a_disabled_key_is_refused_even_with_unrestricted_access() {
+    let name = unique("sentry").replace('-', "_");
+    let (db, url) = sentry_database(&name).await;
+    add_key(&db, ACTIVE_KEY, 0).await;
+    add_key(&db, INACTIVE_KEY, 1).await;
+
+    let mut config = test_config();
+    config.projects.clear();
+    config.ingest.restrict_api_access = false;
+    config.ingest.sentry_database_url = Some(url);
+    let ingest = spawn_ingest(config).await.expect("ingest");
+    wait_for(Duration::from_secs(15), "the keys to load", || async {
+        (status_for(&ingest, INACTIVE_KEY).await == 403).then_some(())
+    })
+    .await
+    .expect("the disabled key refused once the keys are loaded");
+    assert_eq!(status_for(&ingest, NEW_KEY).await, 200, "a key the table does not have passes, unrestricted");
+    assert_eq!(status_for(&ingest, ACTIVE_KEY).await, 200);
+
+    ingest.stop().await.expect("stops");
+    drop(db);
+    let admin = connect(&postgres_url()).await;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
+}
