@@ -279,7 +279,7 @@ impl FloodFilter {
     /// instance starts with farm-wide counts rather than a moment of
     /// in-process ones; true when connected (or when there is no Redis).
     pub async fn wait_connected(&self, bound: Duration) -> bool {
-        let Some(redis) = &self.redis else { return true };
+        let Some(redis) = self.redis.as_ref().filter(|_| self.enabled()) else { return true };
         // Registered before the check: a connection made in between still wakes it.
         let connected = redis.connected.notified();
         if redis.connection().is_some() {

@@ -198,7 +198,9 @@ pub fn replay(
 /// (`current`, or `low` without a commit, as the forwarder reads from the
 /// earliest): moving forward would skip events never delivered.
 fn new_offset(target: &Target, current: Option<i64>, (low, high): (i64, i64), at_time: Option<i64>) -> i64 {
-    let resume = current.unwrap_or(low);
+    // A commit outside the log (truncated, recreated topic) is not where the
+    // forwarder resumes: it reads from the oldest record then.
+    let resume = current.filter(|c| (low..=high).contains(c)).unwrap_or(low);
     let wanted = match target {
         Target::Earliest => low,
         Target::ShiftBy(n) => resume.saturating_add(*n),
@@ -222,7 +224,7 @@ pub async fn run_and_print(config: Config, request: ReplayRequest) -> Result<(),
     let plans = printed.map_err(|e| ReplayError::Task(e.to_string()))??;
     let total: i64 = plans.iter().map(|p| p.to_deliver).sum();
     if dry_run {
-        println!("dry run: nothing committed; {total} event(s) would be delivered again");
+        println!("dry run: nothing committed; {total} event(s) would be delivered from the new offsets");
     } else {
         println!("\nresult, read back from Kafka:");
         println!("{:<40} {:>9} {:>12}", "topic", "partition", "committed");
@@ -230,7 +232,10 @@ pub async fn run_and_print(config: Config, request: ReplayRequest) -> Result<(),
             let committed = p.committed.map_or_else(|| "-".to_owned(), |c| c.to_string());
             println!("{:<40} {:>9} {:>12}", p.topic, p.partition, committed);
         }
-        println!("committed: {} partition(s); the forwarders deliver {total} event(s) again once started", plans.len());
+        println!(
+            "committed: {} partition(s); the forwarders deliver {total} event(s) from there once started",
+            plans.len()
+        );
     }
     Ok(())
 }
@@ -262,6 +267,8 @@ mod tests {
             "no commit reads from the oldest"
         );
         assert_eq!(new_offset(&Target::Earliest, Some(500), (low, high), None), 10, "a commit past the end");
+        assert_eq!(new_offset(&Target::ShiftBy(-20), Some(500), (low, high), None), 10, "resumes at the oldest");
+        assert_eq!(new_offset(&Target::Datetime(0), Some(500), (low, high), Some(70)), 10);
         assert!(matches!(Target::shift_by(5), Err(ReplayError::Forward(5))));
         assert_eq!(Target::shift_by(-5).expect("back"), Target::ShiftBy(-5));
     }

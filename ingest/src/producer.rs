@@ -40,7 +40,6 @@ pub enum ProduceError {
 pub struct EventProducer {
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
-    /// Topics known to exist; a topic is created at most once per process.
     /// Topics known to exist; shared with the tasks that wait for `enqueue`
     /// deliveries, which forget a topic whose delivery failed.
     known_topics: Arc<Mutex<HashSet<String>>>,
@@ -90,12 +89,27 @@ impl EventProducer {
         })
     }
 
-    /// A delivery to `topic` failed: perhaps an operator deleted it, and
-    /// the broker does not create topics. The next event asks for it again
-    /// (a CreateTopics that answers "exists" when it does).
-    fn forget(known: &Mutex<HashSet<String>>, topic: &str) {
-        if let Ok(mut known) = known.lock() {
+    /// A delivery to `topic` failed because Kafka does not know the topic
+    /// (an operator deleted it, and the broker does not create topics): the
+    /// next event creates it again. Other failures (timeouts, an outage)
+    /// keep it known, so that a struggling cluster is not sent a
+    /// CreateTopics per request.
+    fn forget_if_gone(known: &Mutex<HashSet<String>>, topic: &str, error: &KafkaError) {
+        use rdkafka::types::RDKafkaErrorCode::{UnknownTopic, UnknownTopicOrPartition};
+        if matches!(error.rdkafka_error_code(), Some(UnknownTopic | UnknownTopicOrPartition))
+            && let Ok(mut known) = known.lock()
+        {
             known.remove(topic);
+        }
+    }
+
+    /// How long to wait at exit for queued events, given what is `left` of
+    /// the drain: with `ack = "enqueue"` they were answered 200 already, so
+    /// they get at least a whole produce timeout.
+    pub fn exit_flush_time(&self, left: Duration, floor: Duration) -> Duration {
+        match self.ack {
+            AckMode::Enqueue => left.max(floor).max(self.timeout),
+            AckMode::Acknowledged => left.max(floor),
         }
     }
 
@@ -160,13 +174,10 @@ impl EventProducer {
                         Ok(())
                     }
                     Ok(Err((e, _))) => {
-                        Self::forget(&self.known_topics, topic);
+                        Self::forget_if_gone(&self.known_topics, topic, &e);
                         Err(ProduceError::Send(e))
                     }
-                    Err(_) => {
-                        Self::forget(&self.known_topics, topic);
-                        Err(ProduceError::Timeout(self.timeout))
-                    }
+                    Err(_) => Err(ProduceError::Timeout(self.timeout)),
                 }
             }
             AckMode::Enqueue => {
@@ -179,7 +190,7 @@ impl EventProducer {
                     match delivery.await {
                         Ok(Ok(_)) => stats.acknowledged_after(started.elapsed()),
                         Ok(Err((e, _))) => {
-                            Self::forget(&known, &topic);
+                            Self::forget_if_gone(&known, &topic, &e);
                             metrics::counter!(crate::metrics::LOST_AFTER_ENQUEUE).increment(1);
                             tracing::error!(topic, error = %e, "an event answered 200 (ack = enqueue) was not stored");
                         }

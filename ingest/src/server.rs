@@ -119,9 +119,10 @@ impl Ingest {
         tracing::info!("ingest stopped");
         // With ack = acknowledged every answered event is in Kafka already;
         // with enqueue, this is the last chance for the queued ones: what is
-        // left of the drain time, and never less than FINAL_FLUSH.
+        // left of the drain time, and never less than a produce timeout.
         let left = closed_at.get().map_or(drain, |closed| drain.saturating_sub(closed.elapsed()));
-        tokio::task::spawn_blocking(move || intake.producer.flush(left.max(FINAL_FLUSH))).await.ok();
+        let flush_for = intake.producer.exit_flush_time(left, FINAL_FLUSH);
+        tokio::task::spawn_blocking(move || intake.producer.flush(flush_for)).await.ok();
         result
     }
 }

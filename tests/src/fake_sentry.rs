@@ -95,7 +95,10 @@ impl FakeSentry {
         let addr = listener.local_addr()?;
         let inner = Arc::new(Mutex::new(Inner::default()));
         let stop = CancellationToken::new();
-        let app = Router::new().fallback(record).with_state(inner.clone());
+        // Sentry takes envelopes far above axum's 2 MB default; answers come
+        // from the test's script and rules only.
+        let app =
+            Router::new().fallback(record).layer(axum::extract::DefaultBodyLimit::disable()).with_state(inner.clone());
         let until = stop.clone().cancelled_owned();
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(until).await });
         Ok(Self { addr, inner, stop })

@@ -93,9 +93,18 @@ async fn a_project_topic_deleted_under_a_running_ingest_is_created_again() {
     for deleted in admin.delete_topics(&[topic.as_str()], &AdminOptions::new()).await.expect("delete") {
         deleted.expect("topic deleted");
     }
-    // An event may fail while the broker forgets the topic; one after it
-    // must create the topic again (the broker does not create topics).
-    let stored = cyclops_tests::wait_for(Duration::from_secs(60), "an event stored after the deletion", || async {
+    // The controller answers before the broker has dropped the topic: wait
+    // until it has, so that the next event really meets a missing topic.
+    let gone = cyclops_tests::wait_for(Duration::from_secs(30), "the topic to be gone", || async {
+        let metadata = admin.inner().fetch_metadata(Some(&topic), Duration::from_secs(5)).ok()?;
+        metadata.topics().iter().all(|t| t.error().is_some() || t.partitions().is_empty()).then_some(())
+    })
+    .await;
+    assert!(gone.is_ok(), "the broker still has the deleted topic");
+    // Events fail (timeouts) until librdkafka gives the topic up as unknown
+    // (`topic.metadata.propagation.max.ms`, 30 s); the next one must create
+    // the topic again (the broker does not create topics).
+    let stored = cyclops_tests::wait_for(Duration::from_secs(120), "an event stored after the deletion", || async {
         (submit(&ingest).await.status() == 200).then_some(())
     })
     .await;

@@ -324,6 +324,11 @@ async fn a_record_larger_than_kafkas_default_limit_is_dead_lettered_whole() {
     assert_eq!(dead[0].payload, envelope, "whole, as stored");
     let status = dead[0].raw_headers.iter().find(|(k, _)| k == "cyclops-dlq-status").map(|(_, v)| v.clone());
     assert_eq!(status.as_deref(), Some("413"));
+    let sent = sentry.requests();
+    assert!(
+        sent.iter().any(|r| r.status == 413 && r.body.len() == envelope.len()),
+        "Sentry saw it whole and refused it"
+    );
     forwarder.stop().await.expect("forwarder stops");
     ingest.stop().await.expect("ingest stops");
 }
