@@ -14,16 +14,16 @@ test: stack-up
 	$(CARGO) test --workspace --all-targets
 
 # Load benchmark of ingest (prints a table; not part of `make test`).
-# Each run writes gigabytes to Kafka: its topics (bench-*) are deleted after it,
-# whether it passed or not.
+# Each run writes gigabytes to Kafka: the bench-* topics are deleted when it
+# ends, passed, failed or interrupted (so do not run the two benchmarks at once: each deletes the other's topics).
 bench: stack-up
-	$(CARGO) bench -p cyclops-ingest --bench load; status=$$?; \
-	  bash stack/stack.sh delete-topics 'bench-.*'; exit $$status
+	@trap "bash stack/stack.sh delete-topics 'bench-.*'" EXIT; trap 'exit 130' INT TERM; \
+	  $(CARGO) bench -p cyclops-ingest --bench load
 
 # Delivery benchmark of the forwarder (prints a table; not part of `make test`).
 bench-forwarder: stack-up
-	$(CARGO) bench -p cyclops-forwarder --bench deliver; status=$$?; \
-	  bash stack/stack.sh delete-topics 'bench-.*'; exit $$status
+	@trap "bash stack/stack.sh delete-topics 'bench-.*'" EXIT; trap 'exit 130' INT TERM; \
+	  $(CARGO) bench -p cyclops-forwarder --bench deliver
 
 # Stop the stack and delete Kafka's data (tests and benchmarks leave topics).
 stack-clean:

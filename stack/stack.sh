@@ -336,11 +336,14 @@ case "${1:-}" in
     # Benchmarks write gigabytes; they drop their topics when done.
     [ -n "${2:-}" ] || { echo "usage: $0 delete-topics REGEX" >&2; exit 2; }
     kafka_answers || die "Kafka does not answer on 127.0.0.1:$KAFKA_PORT" "$STACK_DIR/logs/kafka.log"
-    if [ -n "$(kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
-      --list --topic "$2" 2>/dev/null)" ]; then
-      kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
-        --delete --topic "$2" >/dev/null
-      say "deleted the topics matching $2"
+    topics=$(timeout 60 java -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
+      --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list --topic "$2") ||
+      die "cannot list the topics matching $2" "$STACK_DIR/logs/kafka.log"
+    if [ -n "$topics" ]; then
+      timeout 120 java -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
+        --bootstrap-server "127.0.0.1:$KAFKA_PORT" --delete --topic "$2" >/dev/null ||
+        die "cannot delete the topics matching $2" "$STACK_DIR/logs/kafka.log"
+      say "deleted $(printf '%s\n' "$topics" | wc -l) topic(s) matching $2"
     fi
     ;;
   clean)
