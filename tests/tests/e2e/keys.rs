@@ -64,18 +64,31 @@ async fn status_for(ingest: &TestService, key: &str) -> u16 {
         .as_u16()
 }
 
-#[tokio::test]
-async fn active_keys_load_from_sentrys_table_and_refreshes_pick_up_new_ones() {
+/// A fresh `sentry_projectkey` table with one active and one inactive key,
+/// and an ingest reading it every second (`restrict`: `restrict_api_access`).
+async fn ingest_with_keys_table(restrict: bool) -> (Client, String, TestService) {
     let name = unique("sentry").replace('-', "_");
     let (db, url) = sentry_database(&name).await;
     add_key(&db, ACTIVE_KEY, 0).await;
     add_key(&db, INACTIVE_KEY, 1).await;
-
     let mut config = test_config();
     config.projects.clear();
+    config.ingest.restrict_api_access = restrict;
     config.ingest.sentry_database_url = Some(url);
     config.ingest.update_period_secs = 1;
     let ingest = spawn_ingest(config).await.expect("ingest");
+    (db, name, ingest)
+}
+
+async fn drop_database(db: Client, name: &str) {
+    drop(db);
+    let admin = connect(&postgres_url()).await;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
+}
+
+#[tokio::test]
+async fn active_keys_load_from_sentrys_table_and_refreshes_pick_up_new_ones() {
+    let (db, name, ingest) = ingest_with_keys_table(true).await;
 
     wait_for(Duration::from_secs(15), "the active key to load", || async {
         (status_for(&ingest, ACTIVE_KEY).await == 200).then_some(())
@@ -107,23 +120,12 @@ async fn active_keys_load_from_sentrys_table_and_refreshes_pick_up_new_ones() {
     assert_eq!(status_for(&ingest, NEW_KEY).await, 200);
 
     ingest.stop().await.expect("stops");
-    drop(db);
-    let admin = connect(&postgres_url()).await;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
+    drop_database(db, &name).await;
 }
 
 #[tokio::test]
 async fn a_disabled_key_is_refused_even_with_unrestricted_access() {
-    let name = unique("sentry").replace('-', "_");
-    let (db, url) = sentry_database(&name).await;
-    add_key(&db, ACTIVE_KEY, 0).await;
-    add_key(&db, INACTIVE_KEY, 1).await;
-
-    let mut config = test_config();
-    config.projects.clear();
-    config.ingest.restrict_api_access = false;
-    config.ingest.sentry_database_url = Some(url);
-    let ingest = spawn_ingest(config).await.expect("ingest");
+    let (db, name, ingest) = ingest_with_keys_table(false).await;
     wait_for(Duration::from_secs(15), "the keys to load", || async {
         (status_for(&ingest, INACTIVE_KEY).await == 403).then_some(())
     })
@@ -133,7 +135,5 @@ async fn a_disabled_key_is_refused_even_with_unrestricted_access() {
     assert_eq!(status_for(&ingest, ACTIVE_KEY).await, 200);
 
     ingest.stop().await.expect("stops");
-    drop(db);
-    let admin = connect(&postgres_url()).await;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
+    drop_database(db, &name).await;
 }
