@@ -36,3 +36,14 @@ impl ServiceArgs {
 pub const EXIT_CONFIG: i32 = 78;
 /// Exit code for a failure while starting or running.
 pub const EXIT_FAILURE: i32 = 1;
+
+/// Writes a line to stderr like `eprintln!`, but never panics: a service's
+/// banner or last words must not kill it when its log pipe is closed (a
+/// `| tee` or a log shipper that died).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ignored = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}

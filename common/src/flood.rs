@@ -224,7 +224,13 @@ pub struct FloodFilter {
     redis: Option<std::sync::Arc<RedisCounter>>,
     local: LocalCounter,
     fallback: AtomicBool,
+    /// The background Redis connection, for the service to run (supervised).
+    connector: Mutex<Option<Connector>>,
 }
+
+/// The future that makes the flood filter's Redis connection; it ends once
+/// connected (or once the filter is gone).
+pub type Connector = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 impl std::fmt::Debug for FloodFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -238,8 +244,9 @@ impl std::fmt::Debug for FloodFilter {
 
 impl FloodFilter {
     /// A filter passing `max_uses` per `window` (a zero window disables it),
-    /// shared through Redis at `redis_url` when given. Must be called within
-    /// a tokio runtime when `redis_url` is given (it connects in the background).
+    /// shared through Redis at `redis_url` when given. The Redis connection
+    /// is made by the future [`Self::take_connector`] returns, which the
+    /// service runs in the background; until then the filter counts in process.
     pub fn new(
         max_uses: u64,
         window: Duration,
@@ -247,6 +254,7 @@ impl FloodFilter {
         prefix: &str,
         timeout: Duration,
     ) -> Result<Self, redis::RedisError> {
+        let mut connector: Option<Connector> = None;
         let redis = match redis_url {
             Some(url) => {
                 let client = redis::Client::open(url)?;
@@ -259,7 +267,7 @@ impl FloodFilter {
                     skip_until: Mutex::new(None),
                     used_up: Mutex::new(HashMap::new()),
                 });
-                tokio::spawn(connect_in_background(client, std::sync::Arc::downgrade(&counter)));
+                connector = Some(Box::pin(connect_in_background(client, std::sync::Arc::downgrade(&counter))));
                 Some(counter)
             }
             None => None,
@@ -272,7 +280,13 @@ impl FloodFilter {
             redis,
             local: LocalCounter::default(),
             fallback: AtomicBool::new(false),
+            connector: Mutex::new(connector),
         })
+    }
+
+    /// The future that connects to Redis (once; `None` without Redis).
+    pub fn take_connector(&self) -> Option<Connector> {
+        self.connector.lock().ok().and_then(|mut c| c.take())
     }
 
     /// Waits at most `bound` for the first Redis connection, so that an

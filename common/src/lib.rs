@@ -7,6 +7,7 @@
 //! - [`status`]: `/healthcheck`, `/live`, `/ready` and `/metrics`, served by both.
 //! - [`telemetry`]: logging and the Prometheus recorder.
 //! - [`shutdown`]: turning SIGTERM/SIGINT into a cancellation both services obey.
+//! - [`supervise`]: owning and watching background tasks; a dead one stops the service.
 
 pub mod category;
 pub mod cli;
@@ -17,4 +18,5 @@ pub mod flood;
 pub mod record;
 pub mod shutdown;
 pub mod status;
+pub mod supervise;
 pub mod telemetry;

@@ -26,8 +26,9 @@ pub fn on_signals() -> std::io::Result<CancellationToken> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        tracing::warn!(signal = name, "shutting down gracefully; send another signal to stop at once");
+        // Cancel first: nothing that logging does may stand between a signal and the shutdown.
         cancel.cancel();
+        tracing::warn!(signal = name, "shutting down gracefully; send another signal to stop at once");
         tokio::select! {
             _ = term.recv() => {},
             _ = int.recv() => {},

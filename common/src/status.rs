@@ -1,7 +1,8 @@
 //! The status endpoints both services serve: `/healthcheck` (Cyclops's
 //! load-balancer check), `/live`, `/ready` and `/metrics`.
 //!
-//! `/ready` answers 200 only when a Kafka metadata request succeeds; it
+//! `/ready` answers 200 only when a Kafka metadata request succeeds (for
+//! an ingest with its spool on, a failing Kafka only degrades it); it
 //! answers 503 as soon as shutdown begins, so that a load balancer stops
 //! sending before the listener closes. Redis (when configured) is checked
 //! and reported too, but it is not critical: ingest keeps accepting without
@@ -120,6 +121,8 @@ pub struct StatusState {
     /// one probe per second however often a load balancer asks.
     last: tokio::sync::Mutex<Option<(Instant, Vec<CheckResult>)>>,
     extra: Vec<ExtraCheck>,
+    /// Whether Kafka failing makes the service unready (else degraded).
+    kafka_critical: bool,
 }
 
 impl std::fmt::Debug for StatusState {
@@ -151,6 +154,7 @@ impl StatusState {
             prometheus: crate::telemetry::prometheus()?,
             last: tokio::sync::Mutex::new(None),
             extra: Vec::new(),
+            kafka_critical: true,
         })
     }
 }
@@ -209,7 +213,7 @@ impl StatusState {
             }
         };
         let (kafka, redis) = tokio::join!(self.kafka.check(), redis);
-        let mut checks = vec![self.record("kafka", true, kafka)];
+        let mut checks = vec![self.record("kafka", self.kafka_critical, kafka)];
         if let Some(redis) = redis {
             checks.push(self.record("redis", false, redis));
         }
@@ -226,6 +230,13 @@ impl StatusState {
             }
         };
         CheckResult { name, ok, critical, detail }
+    }
+
+    /// Makes a Kafka outage degrade `/ready` instead of failing it: for an
+    /// ingest that spools while Kafka is away and must keep receiving.
+    pub fn with_kafka_not_critical(mut self) -> Self {
+        self.kafka_critical = false;
+        self
     }
 
     /// Adds a check computed on every `/ready` (for example the flood

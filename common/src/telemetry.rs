@@ -23,7 +23,12 @@ pub fn init_tracing(verbosity: u8) {
     let default = format!("{level},rdkafka=warn,h2=warn,hyper=warn");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // An error only means a subscriber is already set (tests start several services).
-    if tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init().is_err() {
+    // log_internal_errors(false): on a failed write the subscriber would
+    // otherwise report it with `eprintln!`, which panics on a closed stderr —
+    // inside whatever task was logging (the signal watcher, once).
+    let subscriber =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
+    if subscriber.try_init().is_err() {
         tracing::debug!("tracing already initialised");
     }
 }

@@ -84,7 +84,7 @@ async fn main() {
         None => run(load(&cli.args)).await,
     };
     if let Err(e) = result {
-        eprintln!("cyclops-forwarder: {e:#}");
+        cyclops_common::say!("cyclops-forwarder: {e:#}");
         std::process::exit(EXIT_FAILURE);
     }
 }
@@ -92,7 +92,7 @@ async fn main() {
 /// The configuration, or exit 78 naming the bad key.
 fn load(args: &ServiceArgs) -> Config {
     args.load_config(Service::Forwarder).unwrap_or_else(|e| {
-        eprintln!("cyclops-forwarder: {e}");
+        cyclops_common::say!("cyclops-forwarder: {e}");
         std::process::exit(EXIT_CONFIG);
     })
 }
@@ -100,7 +100,7 @@ fn load(args: &ServiceArgs) -> Config {
 async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = cyclops_common::shutdown::on_signals()?;
     let forwarder = cyclops_forwarder::Forwarder::build(config, shutdown).await?;
-    eprintln!("cyclops-forwarder status endpoints on http://{}", forwarder.local_addr());
+    cyclops_common::say!("cyclops-forwarder status endpoints on http://{}", forwarder.local_addr());
     forwarder.run().await?;
     Ok(())
 }
@@ -109,7 +109,7 @@ async fn demo_sink(addr: SocketAddr) -> anyhow::Result<()> {
     let shutdown = cyclops_common::shutdown::on_signals()?;
     let listener =
         cyclops_forwarder::demo_sink::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    eprintln!(
+    cyclops_common::say!(
         "DEMO SINK listening on http://{addr} — a stand-in for Sentry that prints what it receives and stores nothing"
     );
     cyclops_forwarder::demo_sink::serve(listener, shutdown).await?;

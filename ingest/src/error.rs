@@ -15,4 +15,8 @@ pub enum IngestError {
     Status(#[from] cyclops_common::status::StatusError),
     #[error("http server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+    #[error(transparent)]
+    Task(#[from] cyclops_common::supervise::TaskFailed),
 }

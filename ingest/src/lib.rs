@@ -6,14 +6,16 @@
 //! (port 0 in tests) and [`Ingest::run`] serves until the shutdown token is
 //! cancelled, then drains within `ingest.drain_timeout_secs`.
 
+pub mod durable;
 mod error;
 pub mod floods;
 pub mod intake;
 pub mod keys;
 pub mod keys_refresh;
 pub mod metrics;
-mod producer;
+pub mod producer;
 mod server;
+pub mod spool;
 pub mod stats;
 
 pub use error::IngestError;

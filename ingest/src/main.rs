@@ -36,11 +36,11 @@ async fn main() {
     if let Some(Command::Init { path }) = cli.command {
         std::process::exit(cyclops_common::config::write_default(&path).map_or_else(
             |e| {
-                eprintln!("cyclops-ingest: {e}");
+                cyclops_common::say!("cyclops-ingest: {e}");
                 EXIT_FAILURE
             },
             |()| {
-                eprintln!("wrote the default configuration to {}", path.display());
+                cyclops_common::say!("wrote the default configuration to {}", path.display());
                 0
             },
         ));
@@ -48,12 +48,12 @@ async fn main() {
     let config = match cli.args.load_config(Service::Ingest) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("cyclops-ingest: {e}");
+            cyclops_common::say!("cyclops-ingest: {e}");
             std::process::exit(EXIT_CONFIG);
         }
     };
     if let Err(e) = run(config).await {
-        eprintln!("cyclops-ingest: {e}");
+        cyclops_common::say!("cyclops-ingest: {e}");
         std::process::exit(EXIT_FAILURE);
     }
 }
@@ -61,7 +61,7 @@ async fn main() {
 async fn run(config: cyclops_common::config::Config) -> anyhow::Result<()> {
     let shutdown = cyclops_common::shutdown::on_signals()?;
     let ingest = cyclops_ingest::Ingest::build(config, shutdown).await?;
-    eprintln!("cyclops-ingest listening on http://{}", ingest.local_addr());
+    cyclops_common::say!("cyclops-ingest listening on http://{}", ingest.local_addr());
     ingest.run().await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 /// Counter of requests. Labels: `endpoint` (`store`, `envelope`, `beacon`), `status` (HTTP code).
 pub const REQUESTS: &str = "cyclops_ingest_requests_total";
-/// Counter of events stored in Kafka. Labels: none.
+/// Counter of events stored (in Kafka, or in the spool). Labels: none.
 pub const ACCEPTED: &str = "cyclops_ingest_accepted_total";
 /// Counter of events dropped on purpose with a 200. Labels: `reason` (`flood`, `sampled`).
 pub const IGNORED: &str = "cyclops_ingest_ignored_total";
@@ -21,7 +21,32 @@ pub const KEYS_LOADED: &str = "cyclops_ingest_keys_loaded";
 /// Counter of failed key reloads from Sentry's database.
 pub const KEY_REFRESH_FAILURES: &str = "cyclops_ingest_key_refresh_failures_total";
 
+/// Gauge of records in the spool.
+pub const SPOOL_RECORDS: &str = "cyclops_ingest_spool_records";
+/// Gauge of the spool's record bytes (what `ingest.spool.max_bytes` bounds).
+pub const SPOOL_BYTES: &str = "cyclops_ingest_spool_bytes";
+/// Gauge of the age of the oldest spooled record, seconds (0 when empty).
+pub const SPOOL_OLDEST_AGE: &str = "cyclops_ingest_spool_oldest_age_seconds";
+/// Counter of records made durable in the spool.
+pub const SPOOL_APPENDED: &str = "cyclops_ingest_spool_appended_total";
+/// Counter of spooled records Kafka acknowledged (and the spool deleted).
+pub const SPOOL_DRAINED: &str = "cyclops_ingest_spool_drained_total";
+/// Counter of corrupt spool records skipped (and corrupt databases moved aside).
+pub const SPOOL_CORRUPT: &str = "cyclops_ingest_spool_corrupt_total";
+/// Histogram of one spool commit (one fsync for a batch of records), seconds.
+pub const SPOOL_FSYNC_SECONDS: &str = "cyclops_ingest_spool_fsync_seconds";
+/// Gauge, 1 while Kafka is not taking events (they go to the spool).
+pub const KAFKA_DOWN: &str = "cyclops_ingest_kafka_down";
+
 pub(crate) fn describe() {
+    metrics::describe_gauge!(SPOOL_RECORDS, "Records in the spool.");
+    metrics::describe_gauge!(SPOOL_BYTES, metrics::Unit::Bytes, "Bytes of records in the spool.");
+    metrics::describe_gauge!(SPOOL_OLDEST_AGE, metrics::Unit::Seconds, "Age of the oldest spooled record.");
+    metrics::describe_counter!(SPOOL_APPENDED, "Records made durable in the spool.");
+    metrics::describe_counter!(SPOOL_DRAINED, "Spooled records delivered to Kafka.");
+    metrics::describe_counter!(SPOOL_CORRUPT, "Corrupt spool records skipped, and corrupt spool files moved aside.");
+    metrics::describe_histogram!(SPOOL_FSYNC_SECONDS, metrics::Unit::Seconds, "One spool commit (one fsync).");
+    metrics::describe_gauge!(KAFKA_DOWN, "1 while Kafka is not taking events and they are spooled.");
     metrics::describe_counter!(REQUESTS, "Intake requests, by endpoint and HTTP status.");
     metrics::describe_counter!(ACCEPTED, "Events acknowledged by Kafka (or queued, with ingest.ack = enqueue).");
     metrics::describe_counter!(IGNORED, "Events dropped on purpose (flood filter, sampling), answered 200.");

@@ -1,7 +1,7 @@
-//! Durable produce: one topic per project, created on first use through the
-//! admin API (never by the broker's auto-create), and an event counts as
-//! stored only once Kafka acknowledged it (`acks=all`, idempotent producer),
-//! unless `ingest.ack = "enqueue"` trades that for latency.
+//! Producing to Kafka: one topic per project, created on first use through
+//! the admin API (never by the broker's auto-create); records sent with
+//! `acks=all` by an idempotent producer. What to do when Kafka does not take
+//! a record is [`crate::durable`]'s business.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -16,8 +16,6 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::time::Instant;
-
-use crate::stats::Stats;
 
 /// Most topics remembered as existing.
 const MAX_KNOWN_TOPICS: usize = 100_000;
@@ -48,7 +46,6 @@ pub struct EventProducer {
     max_message_bytes: usize,
     timeout: Duration,
     ack: AckMode,
-    stats: Arc<Stats>,
 }
 
 impl std::fmt::Debug for EventProducer {
@@ -58,7 +55,7 @@ impl std::fmt::Debug for EventProducer {
 }
 
 impl EventProducer {
-    pub fn new(config: &Config, stats: Arc<Stats>) -> Result<Self, KafkaError> {
+    pub fn new(config: &Config) -> Result<Self, KafkaError> {
         let timeout = Duration::from_millis(config.ingest.produce_timeout_ms);
         let max_message_bytes = config.max_record_bytes();
         let producer = ClientConfig::new()
@@ -66,7 +63,7 @@ impl EventProducer {
             .set("client.id", "cyclops-ingest")
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            // Past this, the delivery fails and the SDK gets a 503.
+            // Past this, the delivery fails: the event goes to the spool (or the SDK gets a 503).
             .set("message.timeout.ms", config.ingest.produce_timeout_ms.to_string())
             .set("message.max.bytes", max_message_bytes.to_string())
             .set("queue.buffering.max.kbytes", QUEUE_MIN_KBYTES.max(2 * max_message_bytes / 1024).to_string())
@@ -85,7 +82,6 @@ impl EventProducer {
             max_message_bytes,
             timeout,
             ack: config.ingest.ack,
-            stats,
         })
     }
 
@@ -148,64 +144,60 @@ impl EventProducer {
         Ok(())
     }
 
-    /// Stores one event. With `ack = acknowledged` it returns once Kafka
-    /// acknowledged it, or fails within `ingest.produce_timeout_ms` all told
-    /// (topic creation included); with `enqueue`, once it is queued.
-    pub async fn send(
+    /// Sends one record and returns once Kafka acknowledged it (`acks=all`),
+    /// or fails within `ingest.produce_timeout_ms` all told (topic creation
+    /// included).
+    pub async fn send_acknowledged(
         &self,
         topic: &str,
-        key: &str,
+        key: &[u8],
         payload: &[u8],
         headers: OwnedHeaders,
     ) -> Result<(), ProduceError> {
-        let started = Instant::now();
-        let deadline = started + self.timeout;
-        let in_flight = self.stats.in_flight();
+        let deadline = Instant::now() + self.timeout;
         self.ensure_topic(topic, self.timeout).await?;
         let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
-        match self.ack {
-            AckMode::Acknowledged => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let delivered = self.producer.send(record, left);
-                // librdkafka also enforces message.timeout.ms; this bounds the whole.
-                match tokio::time::timeout_at(deadline, delivered).await {
-                    Ok(Ok(_)) => {
-                        self.stats.acknowledged_after(started.elapsed());
-                        Ok(())
-                    }
-                    Ok(Err((e, _))) => {
-                        Self::forget_if_gone(&self.known_topics, topic, &e);
-                        Err(ProduceError::Send(e))
-                    }
-                    Err(_) => Err(ProduceError::Timeout(self.timeout)),
-                }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let delivered = self.producer.send(record, left);
+        // librdkafka also enforces message.timeout.ms; this bounds the whole.
+        match tokio::time::timeout_at(deadline, delivered).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => {
+                self.delivery_failed(topic, &e);
+                Err(ProduceError::Send(e))
             }
-            AckMode::Enqueue => {
-                let delivery = self.producer.send_result(record).map_err(|(e, _)| ProduceError::Send(e))?;
-                let stats = self.stats.clone();
-                let known = self.known_topics.clone();
-                let topic = topic.to_owned();
-                tokio::spawn(async move {
-                    let _in_flight = in_flight;
-                    match delivery.await {
-                        Ok(Ok(_)) => stats.acknowledged_after(started.elapsed()),
-                        Ok(Err((e, _))) => {
-                            Self::forget_if_gone(&known, &topic, &e);
-                            metrics::counter!(crate::metrics::LOST_AFTER_ENQUEUE).increment(1);
-                            tracing::error!(topic, error = %e, "an event answered 200 (ack = enqueue) was not stored");
-                        }
-                        Err(_) => {
-                            metrics::counter!(crate::metrics::LOST_AFTER_ENQUEUE).increment(1);
-                            tracing::error!(topic, "producer dropped an event answered 200 (ack = enqueue)");
-                        }
-                    }
-                });
-                Ok(())
-            }
+            Err(_) => Err(ProduceError::Timeout(self.timeout)),
         }
     }
 
-    /// Waits (bounded) for queued events to be delivered, at shutdown.
+    /// Queues one record (`ack = "enqueue"`); the returned future says
+    /// whether Kafka took it, and gives the record back when it did not.
+    pub async fn enqueue(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<rdkafka::producer::DeliveryFuture, ProduceError> {
+        self.ensure_topic(topic, self.timeout).await?;
+        let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+        self.producer.send_result(record).map_err(|(e, _)| ProduceError::Send(e))
+    }
+
+    /// Learns from a failed delivery to `topic` (see [`Self::forget_if_gone`]).
+    pub fn delivery_failed(&self, topic: &str, error: &KafkaError) {
+        Self::forget_if_gone(&self.known_topics, topic, error);
+    }
+
+    /// Fails every record still queued or in flight, so that its delivery
+    /// future hands it back (to be spooled) instead of it dying with the
+    /// process. Blocking.
+    pub fn purge(&self) {
+        use rdkafka::producer::{Producer, PurgeConfig};
+        self.producer.purge(PurgeConfig::default().queue().inflight());
+    }
+
+    /// Waits (bounded) for queued events to be delivered, at shutdown. Blocking.
     pub fn flush(&self, timeout: Duration) {
         use rdkafka::producer::Producer;
         if let Err(e) = self.producer.flush(timeout) {

@@ -12,16 +12,22 @@ use cyclops_common::config::Config;
 use cyclops_common::flood::FloodFilter;
 use cyclops_common::shutdown::{CancellationToken, with_grace};
 use cyclops_common::status::{self, CheckResult, StatusState};
+use cyclops_common::supervise::{Lifetime, Supervisor};
 use tokio::net::TcpListener;
 
 use crate::IngestError;
+use crate::durable::Store;
 use crate::intake::{self, Intake};
 use crate::keys::KeyStore;
 use crate::producer::EventProducer;
+use crate::spool::Spool;
+use crate::spool::drain::Drainer;
 use crate::stats::Stats;
 
 /// Longest wait at shutdown for events queued in the producer.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
+/// Longest wait at exit for the background tasks to end.
+const TASKS_AT_EXIT: Duration = Duration::from_secs(5);
 /// Longest wait at start for the flood filter's first Redis connection.
 const REDIS_START_WAIT: Duration = Duration::from_secs(2);
 
@@ -31,22 +37,26 @@ pub struct Ingest {
     listener: TcpListener,
     router: Router,
     intake: Arc<Intake>,
+    supervisor: Supervisor,
     shutdown: CancellationToken,
     drain: Duration,
     delay: Duration,
 }
 
 impl Ingest {
-    /// Binds `ingest.bind:ingest.port` and prepares the routes; starts the
-    /// key reloads from Sentry's database when configured. Cancelling
+    /// Binds `ingest.bind:ingest.port`, opens the spool and prepares the
+    /// routes; starts the background tasks (spool writer and drainer, key
+    /// reloads, the Redis connector) under supervision. Cancelling
     /// `shutdown` later stops the service.
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, IngestError> {
         let addr = SocketAddr::new(config.ingest.bind, config.ingest.port);
         let listener = TcpListener::bind(addr).await.map_err(|source| IngestError::Bind { addr, source })?;
+        let port = listener.local_addr().map_or(config.ingest.port, |a| a.port());
         // The recorder first: metrics recorded before it exists are lost.
         cyclops_common::telemetry::prometheus().map_err(cyclops_common::status::StatusError::from)?;
         cyclops_common::telemetry::record_build_info("ingest");
         crate::metrics::describe();
+        let mut supervisor = Supervisor::new(shutdown.clone());
 
         let stats = Arc::new(Stats::default());
         let keys = Arc::new(KeyStore::new(&config.projects, config.ingest.restrict_api_access));
@@ -58,22 +68,61 @@ impl Ingest {
             Duration::from_millis(config.redis.timeout_ms),
         )
         .map_err(IngestError::Redis)?;
+        if let Some(connector) = flood.take_connector() {
+            supervisor.spawn("redis-connector", Lifetime::Once, async move {
+                connector.await;
+                Ok::<(), std::convert::Infallible>(())
+            });
+        }
         if !flood.wait_connected(REDIS_START_WAIT).await {
             tracing::warn!(
                 "redis not connected after {REDIS_START_WAIT:?}: starting with in-process flood counts until it is"
             );
         }
-        let producer = EventProducer::new(&config, stats.clone())?;
-        let intake = Arc::new(Intake::new(keys.clone(), producer, flood, stats, &config));
+        let producer = Arc::new(EventProducer::new(&config)?);
+        let spool = if config.ingest.spool.enabled {
+            let (spool, parts) = Spool::open(&config.ingest.spool, port)?;
+            let spool = Arc::new(spool);
+            supervisor.spawn_blocking("spool-writer", Lifetime::UntilShutdown, move || parts.writer.run());
+            Some((spool, parts.drain_conn))
+        } else {
+            None
+        };
+        let store =
+            Store::new(producer.clone(), spool.as_ref().map(|(s, _)| s.clone()), stats.clone(), config.ingest.ack);
+        if let Some((spool, conn)) = spool {
+            let s = &config.ingest.spool;
+            let drainer = Drainer {
+                conn,
+                shared: spool.shared().clone(),
+                producer,
+                kafka: store.kafka.clone(),
+                batch: s.drain_batch_records,
+                retry_max: Duration::from_millis(s.drain_retry_max_ms),
+                max_age: Duration::from_secs(s.max_age_secs),
+            };
+            supervisor.spawn("spool-drainer", Lifetime::UntilShutdown, drainer.run(shutdown.clone()));
+        }
+        let intake = Arc::new(Intake::new(keys.clone(), store, flood, stats, &config));
 
         if let Some(url) = config.ingest.sentry_database_url.clone() {
             let period = Duration::from_secs(config.ingest.update_period_secs);
-            tokio::spawn(crate::keys_refresh::run(url, keys, period, shutdown.clone()));
+            let reload = crate::keys_refresh::run(url, keys, period, shutdown.clone());
+            supervisor.spawn("key-reload", Lifetime::UntilShutdown, async move {
+                reload.await;
+                Ok::<(), std::convert::Infallible>(())
+            });
         }
 
         let flood_state = intake.clone();
         let mut status = StatusState::new("ingest", config.ingest.healthcheck_text.clone(), &config, shutdown.clone())?
+            .with_extra_check(Box::new(supervisor.check()))
             .with_extra_check(Box::new(move || flood_check(&flood_state)));
+        if intake.store.spool.is_some() {
+            // Kafka away is what the spool is for: degraded, not unready.
+            let spool_state = intake.clone();
+            status = status.with_kafka_not_critical().with_extra_check(Box::new(move || spool_check(&spool_state)));
+        }
         if config.ingest.sentry_database_url.is_some() {
             let keys = intake.keys.clone();
             status = status.with_extra_check(Box::new(move || keys_check(&keys)));
@@ -83,7 +132,7 @@ impl Ingest {
             .merge(Router::new().route("/count", get(count)).route("/floods", get(floods)).with_state(intake.clone()));
         let drain = Duration::from_secs(config.ingest.drain_timeout_secs);
         let delay = Duration::from_millis(config.ingest.shutdown_delay_ms);
-        Ok(Self { listener, router, intake, shutdown, drain, delay })
+        Ok(Self { listener, router, intake, supervisor, shutdown, drain, delay })
     }
 
     /// The address actually bound (useful with port 0).
@@ -94,36 +143,64 @@ impl Ingest {
     }
 
     /// Serves until the shutdown token is cancelled, then lets in-flight
-    /// requests finish for at most the drain time.
+    /// requests finish for at most the drain time. A background task that
+    /// fails starts the same shutdown, and makes this return its failure.
     pub async fn run(self) -> Result<(), IngestError> {
-        let Self { listener, router, intake, shutdown, drain, delay } = self;
+        let Self { listener, router, intake, mut supervisor, shutdown, drain, delay } = self;
         let app = router.into_make_service_with_connect_info::<SocketAddr>();
         // Shutdown turns /ready to 503 at once; the listener closes `delay` later.
         let stop_accepting = CancellationToken::new();
-        let closer = stop_accepting.clone();
-        let signal = shutdown.clone();
         let closed_at = Arc::new(std::sync::OnceLock::new());
-        let closing = closed_at.clone();
-        tokio::spawn(async move {
-            signal.cancelled().await;
-            tokio::time::sleep(delay).await;
-            closing.set(tokio::time::Instant::now()).ok();
-            closer.cancel();
+        supervisor.spawn("listener-closer", Lifetime::Once, {
+            let (signal, closer, closing) = (shutdown.clone(), stop_accepting.clone(), closed_at.clone());
+            async move {
+                signal.cancelled().await;
+                tokio::time::sleep(delay).await;
+                closing.set(tokio::time::Instant::now()).ok();
+                closer.cancel();
+                Ok::<(), std::convert::Infallible>(())
+            }
         });
         let server = axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
-        let served = with_grace(&stop_accepting, drain, server.into_future()).await;
+        let served = async {
+            let mut server = std::pin::pin!(with_grace(&stop_accepting, drain, server.into_future()));
+            tokio::select! {
+                served = &mut server => (served, None),
+                failed = supervisor.watch() => {
+                    shutdown.cancel();
+                    (server.await, Some(failed))
+                }
+            }
+        };
+        let (served, mut failed) = served.await;
         let result = match served {
             Some(served) => served.map_err(IngestError::Serve),
             None => Ok(()),
         };
         tracing::info!("ingest stopped");
-        // With ack = acknowledged every answered event is in Kafka already;
-        // with enqueue, this is the last chance for the queued ones: what is
-        // left of the drain time, and never less than a produce timeout.
+        // With ack = acknowledged every answered event is in Kafka or the
+        // spool already; with enqueue, this is the last chance for the queued
+        // ones: what is left of the drain time, and never less than a produce
+        // timeout; the spool takes what Kafka still has not.
         let left = closed_at.get().map_or(drain, |closed| drain.saturating_sub(closed.elapsed()));
-        let flush_for = intake.producer.exit_flush_time(left, FINAL_FLUSH);
-        tokio::task::spawn_blocking(move || intake.producer.flush(flush_for)).await.ok();
-        result
+        intake.store.finish(intake.store.producer.exit_flush_time(left, FINAL_FLUSH)).await;
+        shutdown.cancel();
+        drop(intake);
+        if let Some(late) = supervisor.finish(TASKS_AT_EXIT).await {
+            failed.get_or_insert(late);
+        }
+        match failed {
+            Some(failed) => Err(IngestError::Task(failed)),
+            None => result,
+        }
+    }
+}
+
+/// `/ready`'s view of the spool (see [`Spool::check`]).
+fn spool_check(intake: &Intake) -> CheckResult {
+    match &intake.store.spool {
+        Some(spool) => spool.check(intake.store.kafka.down_for()),
+        None => CheckResult { name: "spool", ok: true, critical: false, detail: "off".into() },
     }
 }
 
@@ -157,7 +234,19 @@ fn keys_check(keys: &KeyStore) -> CheckResult {
 }
 
 async fn count(State(intake): State<Arc<Intake>>) -> axum::Json<serde_json::Value> {
-    axum::Json(intake.stats.count(intake.flood.fallback_active()))
+    let mut count = intake.stats.count(intake.flood.fallback_active());
+    if let Some(object) = count.as_object_mut() {
+        let spool = intake.store.spool.as_ref().map_or(serde_json::json!({ "enabled": false }), |s| {
+            let mut c = s.count();
+            if let Some(c) = c.as_object_mut() {
+                c.insert("enabled".into(), true.into());
+                c.insert("kafka_down".into(), intake.store.kafka.down_for().is_some().into());
+            }
+            c
+        });
+        object.insert("spool".into(), spool);
+    }
+    axum::Json(count)
 }
 
 /// `/floods?limit=N`'s query: the top `limit` fingerprints per project (default 10, at most 1000).

@@ -60,6 +60,8 @@ pub struct IngestConfig {
     pub flood: FloodConfig,
     /// `[ingest.sampling]`
     pub sampling: SamplingConfig,
+    /// `[ingest.spool]`
+    pub spool: SpoolConfig,
 }
 
 impl Default for IngestConfig {
@@ -81,6 +83,7 @@ impl Default for IngestConfig {
             ack: AckMode::Acknowledged,
             flood: FloodConfig::default(),
             sampling: SamplingConfig::default(),
+            spool: SpoolConfig::default(),
         }
     }
 }
@@ -133,5 +136,59 @@ impl SamplingConfig {
     /// The percentage to drop for `project`, 0 when none is set.
     pub fn percent_for(&self, project: u64) -> f64 {
         self.ignore_percentage.get(&project.to_string()).copied().unwrap_or(0.0)
+    }
+}
+
+/// `[ingest.spool]`: the local, fsynced store of events Kafka could not
+/// take, drained back into Kafka as soon as it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Spool events when Kafka refuses them or does not acknowledge them
+    /// within `ingest.produce_timeout_ms`, instead of answering 503.
+    /// Defaults to true.
+    pub enabled: bool,
+    /// Directory of this instance's spool (a SQLite database and a lock
+    /// file); `{port}` stands for the port ingest listens on, so that
+    /// several instances on one host each get their own. Relative paths are
+    /// under the working directory. Created at start; a second process on
+    /// the same directory is refused. Defaults to `cyclops-spool/{port}`.
+    pub dir: String,
+    /// Most bytes of records (topic, key, headers and value) the spool
+    /// holds; past it, events Kafka cannot take are refused with 503.
+    /// Defaults to 1073741824 (1 GiB).
+    pub max_bytes: u64,
+    /// Age in seconds past which a spooled record is reported (log,
+    /// `/ready`); it is still drained, never deleted. Defaults to 604800
+    /// (7 days).
+    pub max_age_secs: u64,
+    /// Most records made durable by one fsync (group commit: concurrent
+    /// requests share one). Defaults to 1024.
+    pub batch_max_records: usize,
+    /// Records the drainer re-produces at once. Defaults to 256.
+    pub drain_batch_records: usize,
+    /// Longest wait between two drain attempts while Kafka does not take
+    /// records (the wait doubles from 100 ms up to this). Defaults to 5000.
+    pub drain_retry_max_ms: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: "cyclops-spool/{port}".into(),
+            max_bytes: 1 << 30,
+            max_age_secs: 7 * 86_400,
+            batch_max_records: 1024,
+            drain_batch_records: 256,
+            drain_retry_max_ms: 5000,
+        }
+    }
+}
+
+impl SpoolConfig {
+    /// The spool directory for an instance listening on `port`.
+    pub fn dir_for(&self, port: u16) -> std::path::PathBuf {
+        std::path::PathBuf::from(self.dir.replace("{port}", &port.to_string()))
     }
 }

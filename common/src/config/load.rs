@@ -164,6 +164,26 @@ fn validate_ingest(ingest: &super::IngestConfig) -> Result<(), ConfigError> {
     {
         return Err(key_error("ingest.sentry_database_url", "must be a postgres:// or postgresql:// URL"));
     }
+    let spool = &ingest.spool;
+    if spool.enabled && spool.dir.trim().is_empty() {
+        return Err(key_error("ingest.spool.dir", "must not be empty"));
+    }
+    // One record must fit, or every spooled event would be refused.
+    if spool.max_bytes < 2 * ingest.max_envelope_bytes as u64 {
+        return Err(key_error("ingest.spool.max_bytes", "must be at least twice ingest.max_envelope_bytes"));
+    }
+    if spool.max_age_secs == 0 {
+        return Err(key_error("ingest.spool.max_age_secs", "must be greater than 0"));
+    }
+    if !(1..=100_000).contains(&spool.batch_max_records) {
+        return Err(key_error("ingest.spool.batch_max_records", "must be between 1 and 100000"));
+    }
+    if !(1..=10_000).contains(&spool.drain_batch_records) {
+        return Err(key_error("ingest.spool.drain_batch_records", "must be between 1 and 10000"));
+    }
+    if !(100..=600_000).contains(&spool.drain_retry_max_ms) {
+        return Err(key_error("ingest.spool.drain_retry_max_ms", "must be between 100 and 600000 milliseconds"));
+    }
     Ok(())
 }
 

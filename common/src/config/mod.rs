@@ -13,7 +13,7 @@ mod load;
 use serde::{Deserialize, Serialize};
 
 pub use forwarder::{ForwarderConfig, PacingMode};
-pub use ingest::{AckMode, FloodConfig, IngestConfig, SamplingConfig};
+pub use ingest::{AckMode, FloodConfig, IngestConfig, SamplingConfig, SpoolConfig};
 pub use load::{ConfigError, Overrides, Service, load, load_from_str};
 
 /// The commented default configuration, as written by `cyclops-ingest init`.

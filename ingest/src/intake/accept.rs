@@ -1,6 +1,8 @@
 //! One submission from request to answer: decode and read it, authenticate,
 //! sample, flood-filter, produce, and answer as Sentry would, with Cyclops's
-//! `X-CYCLOPS-STATUS` and `X-CYCLOPS-CACHE-COUNT` headers.
+//! `X-CYCLOPS-STATUS`, `X-CYCLOPS-CACHE-COUNT` and `X-CYCLOPS-DURABILITY`
+//! (`kafka`, `spool`, `queued` with `ingest.ack = "enqueue"`, `none` for a
+//! dropped event) headers.
 //!
 //! Dropped events (flood filter, sampling) are answered 200 like stored
 //! ones: a 429 would make the SDK hold back all of its errors, not only the
@@ -17,7 +19,9 @@ use cyclops_common::record::{RecordHeaders, topic_name};
 use super::decode::Encoding;
 use super::payload::{self, Kind, Understood};
 use super::{Intake, StoreError, Submission, auth};
+use crate::durable::{Durability, Outgoing, StoreFailure};
 use crate::floods::Sample;
+use crate::spool::SpoolError;
 
 /// Sentry's answer to a beacon: a transparent 1×1 GIF.
 const PIXEL_GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x00\xff\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x00;";
@@ -25,7 +29,7 @@ const PIXEL_GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x00\xff\x00,\x00\x00\x00\x00\x
 /// What became of an accepted submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
-    Processed,
+    Processed(Durability),
     Ignored(&'static str),
 }
 
@@ -131,11 +135,11 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
         return Err(StoreError::InvalidEnvelope("header mismatch: project id".into()));
     }
 
-    let (fate, count) = decide(intake, project_id, &understood).await;
+    let (mut fate, count) = decide(intake, project_id, &understood).await;
     if fate == Fate::Ignored("flood") {
         report_flood(intake, project_id, &understood, &s.headers, s.peer);
     }
-    if fate == Fate::Processed {
+    if let Fate::Processed(_) = fate {
         let Understood { event_id, rewritten, .. } = &understood;
         let (value, query, encoding) = match rewritten {
             Some(r) => (r.body.as_slice(), r.query.as_deref().or(query), None),
@@ -157,13 +161,21 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
             categories: understood.categories.clone(),
         };
         let topic = topic_name(&intake.config.topic_prefix, project_id);
-        if let Err(e) = intake.producer.send(&topic, event_id, value, record.to_kafka()).await {
-            tracing::error!(error = %e, topic, event_id, "kafka did not take the event");
-            // Not stored: give its flood slot back, so that the SDK's retry is not dropped for it.
-            if let Some(fingerprint) = &understood.fingerprint {
-                intake.flood.refund(project_id, fingerprint).await;
+        let out = Outgoing { topic: &topic, key: event_id, value, headers: record.to_kafka() };
+        match intake.store.store(out).await {
+            Ok(durability) => fate = Fate::Processed(durability),
+            Err(e) => {
+                tracing::error!(error = %e, topic, event_id, "event not stored");
+                // Not stored: give its flood slot back, so that the SDK's retry is not dropped for it.
+                if let Some(fingerprint) = &understood.fingerprint {
+                    intake.flood.refund(project_id, fingerprint).await;
+                }
+                return Err(match e {
+                    StoreFailure::Kafka(_) => StoreError::Unavailable,
+                    StoreFailure::Spool { spool: SpoolError::Full { .. }, .. } => StoreError::SpoolFull,
+                    StoreFailure::Spool { .. } => StoreError::SpoolFailed,
+                });
             }
-            return Err(StoreError::Unavailable);
         }
         intake.stats.processed(project_id);
         metrics::counter!(crate::metrics::ACCEPTED).increment(1);
@@ -178,9 +190,9 @@ async fn decide(intake: &Intake, project_id: u64, understood: &Understood) -> (F
     if percent > 0.0 && fastrand::f64() * 100.0 < percent {
         return ignored(intake, project_id, "sampled", 0);
     }
-    let Some(fingerprint) = &understood.fingerprint else { return (Fate::Processed, 0) };
+    let Some(fingerprint) = &understood.fingerprint else { return (Fate::Processed(Durability::Kafka), 0) };
     match intake.flood.check(project_id, fingerprint).await {
-        Verdict::Pass { count } => (Fate::Processed, count),
+        Verdict::Pass { count } => (Fate::Processed(Durability::Kafka), count),
         Verdict::Drop { count } => ignored(intake, project_id, "flood", count),
     }
 }
@@ -217,12 +229,13 @@ fn answer(kind: Kind, understood: &Understood, fate: Fate, count: u64) -> Respon
         _ => axum::Json(serde_json::json!({})).into_response(),
     };
     *response.status_mut() = StatusCode::OK;
-    let status = match fate {
-        Fate::Processed => "PROCESSED",
-        Fate::Ignored(_) => "IGNORED",
+    let (status, durability) = match fate {
+        Fate::Processed(durability) => ("PROCESSED", durability.header()),
+        Fate::Ignored(_) => ("IGNORED", "none"),
     };
     let headers = response.headers_mut();
     headers.insert("x-cyclops-status", HeaderValue::from_static(status));
+    headers.insert("x-cyclops-durability", HeaderValue::from_static(durability));
     headers.insert("x-cyclops-cache-count", HeaderValue::from(count));
     response
 }

@@ -40,9 +40,16 @@ pub enum StoreError {
     TooLarge { limit: usize },
     #[error("failed to read request body: {message}")]
     Body { status: u16, message: String },
-    /// Kafka did not acknowledge the event in time: the SDK should retry.
+    /// Kafka did not acknowledge the event in time and the spool is off:
+    /// the SDK should retry.
     #[error("failed to store event")]
     Unavailable,
+    /// Kafka did not take the event and the spool is full.
+    #[error("failed to store event: spool full")]
+    SpoolFull,
+    /// Kafka did not take the event and the spool's disk failed.
+    #[error("failed to store event: spool write failed")]
+    SpoolFailed,
 }
 
 impl StoreError {
@@ -54,7 +61,7 @@ impl StoreError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Body { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::SpoolFull | Self::SpoolFailed => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadProject
             | Self::EmptyBody
             | Self::InvalidJson(_)
@@ -82,6 +89,8 @@ impl StoreError {
             Self::Body { .. } => "body",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unavailable => "kafka_unavailable",
+            Self::SpoolFull => "spool_full",
+            Self::SpoolFailed => "spool_error",
         }
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! Each submission is decoded and checked ([`payload`]), authenticated
 //! ([`auth`], [`crate::keys`]), sampled and flood-filtered, and produced to
-//! its project's topic ([`accept`]). Every failure is one [`StoreError`].
+//! its project's topic, or the spool when Kafka cannot take it ([`accept`],
+//! [`crate::durable`]). Every failure is one [`StoreError`].
 
 mod accept;
 mod auth;
@@ -40,16 +41,16 @@ pub use auth::SentryAuth;
 pub use error::StoreError;
 pub use payload::Kind;
 
+use crate::durable::Store;
 use crate::floods::FloodReport;
 use crate::keys::KeyStore;
-use crate::producer::EventProducer;
 use crate::stats::Stats;
 
 /// What the intake handlers share.
 #[derive(Debug)]
 pub struct Intake {
     pub keys: Arc<KeyStore>,
-    pub producer: EventProducer,
+    pub store: Store,
     pub flood: FloodFilter,
     pub floods: FloodReport,
     pub stats: Arc<Stats>,
@@ -60,17 +61,11 @@ pub struct Intake {
 }
 
 impl Intake {
-    pub fn new(
-        keys: Arc<KeyStore>,
-        producer: EventProducer,
-        flood: FloodFilter,
-        stats: Arc<Stats>,
-        config: &Config,
-    ) -> Self {
+    pub fn new(keys: Arc<KeyStore>, store: Store, flood: FloodFilter, stats: Arc<Stats>, config: &Config) -> Self {
         let budget_kib = u32::try_from(config.ingest.max_in_flight_bytes / 1024).unwrap_or(u32::MAX).max(1);
         Self {
             keys,
-            producer,
+            store,
             flood,
             floods: FloodReport::new(
                 config.ingest.flood.report_max_fingerprints,

@@ -1,0 +1,110 @@
+//! The spool's only appender: a loop on a blocking thread that takes every
+//! append waiting at that moment (up to `batch_max_records`) and commits them
+//! in one transaction, so that concurrent requests share one fsync.
+//!
+//! No timer batches: while one fsync runs, the next requests queue up and
+//! become the next batch, so a lone request waits for one fsync only and a
+//! busy spool makes its batches as large as the load.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Shared, SpoolError, SpoolRecord, now_ms, store};
+
+/// One record waiting to be made durable, and whom to tell.
+#[derive(Debug)]
+pub(super) struct Append {
+    pub record: SpoolRecord,
+    pub done: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+/// The writer loop's state; [`Writer::run`] consumes it.
+#[derive(Debug)]
+pub struct Writer {
+    conn: rusqlite::Connection,
+    queue: mpsc::Receiver<Append>,
+    shared: Arc<Shared>,
+    max_bytes: u64,
+    batch_max: usize,
+}
+
+impl Writer {
+    pub(super) fn new(
+        conn: rusqlite::Connection,
+        queue: mpsc::Receiver<Append>,
+        shared: Arc<Shared>,
+        max_bytes: u64,
+        batch_max: usize,
+    ) -> Self {
+        Self { conn, queue, shared, max_bytes, batch_max }
+    }
+
+    /// Runs until every [`super::Spool`] handle is gone. Blocking: run it on
+    /// a blocking thread. A failed write is answered to its requests (503)
+    /// and the loop goes on: the disk may recover.
+    pub fn run(mut self) -> Result<(), SpoolError> {
+        let mut batch = Vec::with_capacity(self.batch_max);
+        while let Some(first) = self.queue.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.batch_max {
+                match self.queue.try_recv() {
+                    Ok(append) => batch.push(append),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, batch: &mut Vec<Append>) {
+        // Refuse, in arrival order, what would not fit; nothing spooled is touched.
+        let mut bytes = self.shared.bytes.load(Ordering::Relaxed);
+        let mut taken = Vec::with_capacity(batch.len());
+        for append in batch.drain(..) {
+            let size = append.record.size();
+            if bytes + size > self.max_bytes {
+                append.done.send(Err(SpoolError::Full { max_bytes: self.max_bytes })).ok();
+            } else {
+                bytes += size;
+                taken.push(append);
+            }
+        }
+        if taken.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let started = Instant::now();
+        let written = store::insert(&mut self.conn, taken.iter().map(|a| &a.record), now);
+        metrics::histogram!(crate::metrics::SPOOL_FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
+        match written {
+            Ok(()) => {
+                let s = &self.shared;
+                let added: u64 = taken.iter().map(|a| a.record.size()).sum();
+                s.bytes.fetch_add(added, Ordering::Relaxed);
+                s.records.fetch_add(taken.len() as u64, Ordering::Relaxed);
+                s.appended.fetch_add(taken.len() as u64, Ordering::Relaxed);
+                // Only the first record into an empty spool sets the oldest.
+                s.oldest_ms.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed).ok();
+                metrics::counter!(crate::metrics::SPOOL_APPENDED).increment(taken.len() as u64);
+                s.set_error(None);
+                s.publish();
+                for append in taken {
+                    append.done.send(Ok(())).ok();
+                }
+                s.arrived.notify_one();
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::error!(error = %message, records = taken.len(), "spool write failed: answering 503");
+                self.shared.set_error(Some(message.clone()));
+                for append in taken {
+                    append.done.send(Err(SpoolError::Write(message.clone()))).ok();
+                }
+            }
+        }
+    }
+}
