@@ -19,4 +19,8 @@ pub enum ForwarderError {
     Status(#[from] cyclops_common::status::StatusError),
     #[error("http server failed: {0}")]
     Serve(std::io::Error),
+    #[error("the kafka poll thread stopped before shutdown: {0}")]
+    PollStopped(String),
+    #[error(transparent)]
+    Task(#[from] cyclops_common::supervise::TaskFailed),
 }

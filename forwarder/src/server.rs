@@ -11,6 +11,7 @@ use axum::routing::get;
 use cyclops_common::config::Config;
 use cyclops_common::shutdown::{CancellationToken, with_grace};
 use cyclops_common::status::{self, StatusState};
+use cyclops_common::supervise::{Lifetime, Supervisor};
 use tokio::net::TcpListener;
 
 use crate::ForwarderError;
@@ -23,6 +24,7 @@ pub struct Forwarder {
     listener: TcpListener,
     router: Router,
     engine: Engine,
+    supervisor: Supervisor,
     shutdown: CancellationToken,
     drain: Duration,
 }
@@ -41,23 +43,28 @@ impl Forwarder {
         let listener = TcpListener::bind(addr).await.map_err(|source| ForwarderError::Bind { addr, source })?;
         // The recorder first: metrics recorded before it exists are lost.
         cyclops_common::telemetry::prometheus().map_err(cyclops_common::status::StatusError::from)?;
+        let mut supervisor = Supervisor::new(shutdown.clone());
         let status =
-            StatusState::new("forwarder", config.forwarder.healthcheck_text.clone(), &config, shutdown.clone())?;
+            StatusState::new("forwarder", config.forwarder.healthcheck_text.clone(), &config, shutdown.clone())?
+                .with_extra_check(Box::new(supervisor.check()));
         cyclops_common::telemetry::record_build_info("forwarder");
         crate::metrics::describe();
         let upstream = Upstream::new(&config)?;
         let dead_letter = Arc::new(DeadLetter::new(&config)?);
         // In the background: a start must not wait on Kafka.
-        tokio::spawn({
+        supervisor.spawn("dead-letter-topic", Lifetime::Once, {
             let dead_letter = dead_letter.clone();
-            async move { dead_letter.prepare().await }
+            async move {
+                dead_letter.prepare().await;
+                Ok::<(), std::convert::Infallible>(())
+            }
         });
         let engine = Engine::build(&config, upstream, dead_letter, shutdown.clone())?;
         let count = engine.status();
         let router =
             status::router(Arc::new(status)).merge(Router::new().route("/count", get(count_handler)).with_state(count));
         let drain = Duration::from_secs(config.forwarder.drain_timeout_secs);
-        Ok(Self { listener, router, engine, shutdown, drain })
+        Ok(Self { listener, router, engine, supervisor, shutdown, drain })
     }
 
     /// The address of the status endpoints (useful with port 0).
@@ -66,27 +73,33 @@ impl Forwarder {
     }
 
     /// Runs until the shutdown token is cancelled, then stops within the
-    /// drain time.
+    /// drain time. A delivery loop (or other background task) that ends
+    /// early turns `/ready` to 503, starts the same shutdown and makes this
+    /// return its failure, so that the process exits non-zero.
     pub async fn run(self) -> Result<(), ForwarderError> {
-        let Self { listener, router, engine, shutdown, drain } = self;
-        let delivery = tokio::spawn(engine.run());
+        let Self { listener, router, engine, mut supervisor, shutdown, drain } = self;
+        supervisor.spawn("delivery", Lifetime::UntilShutdown, engine.run());
         let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let server = async move {
-            let served = server.await;
-            // The loop stops at the same signal; wait for its final commit.
-            match delivery.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "delivery failed"),
-                Err(e) => tracing::error!(error = %e, "delivery task failed"),
+        let mut server = std::pin::pin!(with_grace(&shutdown, drain, server.into_future()));
+        let (served, mut failed) = tokio::select! {
+            served = &mut server => (served, None),
+            failed = supervisor.watch() => {
+                shutdown.cancel();
+                (server.await, Some(failed))
             }
-            served
         };
-        let result = match with_grace(&shutdown, drain, server).await {
+        // The delivery loop stops at the same signal; wait for its final commit.
+        if let Some(late) = supervisor.finish(drain).await {
+            failed.get_or_insert(late);
+        }
+        tracing::info!("forwarder stopped");
+        if let Some(failed) = failed {
+            return Err(ForwarderError::Task(failed));
+        }
+        match served {
             Some(served) => served.map_err(ForwarderError::Serve),
             None => Ok(()),
-        };
-        tracing::info!("forwarder stopped");
-        result
+        }
     }
 }
 

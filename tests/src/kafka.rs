@@ -23,8 +23,44 @@ pub struct Stored {
 /// `deadline` passed; returns what it got. A record whose headers break the
 /// contract is returned too, with `headers` defaulted, so that a test sees it.
 pub async fn read_records(topic: &str, n: usize, deadline: Duration) -> Vec<Stored> {
+    read_records_from(&kafka_brokers(), topic, n, deadline).await
+}
+
+/// [`read_records`] from the cluster at `brokers` (a test's own broker).
+pub async fn read_records_from(brokers: &str, topic: &str, n: usize, deadline: Duration) -> Vec<Stored> {
+    read_until(brokers, topic, deadline, |out| out.len() >= n).await
+}
+
+/// The keys read from `topic` at `brokers` until every one of `want` is
+/// among them or `deadline` passed. Duplicates are allowed (a spooled event
+/// Kafka also took late), so a count of records cannot say this.
+pub async fn read_keys_until(
+    brokers: &str,
+    topic: &str,
+    want: &std::collections::HashSet<String>,
+    deadline: Duration,
+) -> std::collections::HashSet<String> {
+    let key = |r: &Stored| String::from_utf8_lossy(&r.key).into_owned();
+    let mut seen = std::collections::HashSet::new();
+    let records = read_until(brokers, topic, deadline, |out| {
+        if let Some(last) = out.last() {
+            seen.insert(key(last));
+        }
+        want.is_subset(&seen)
+    })
+    .await;
+    records.iter().map(key).collect()
+}
+
+/// Reads from the start of `topic` until `done` says so, or `deadline`.
+async fn read_until(
+    brokers: &str,
+    topic: &str,
+    deadline: Duration,
+    mut done: impl FnMut(&[Stored]) -> bool,
+) -> Vec<Stored> {
     let Ok(consumer) = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
+        .set("bootstrap.servers", brokers)
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -40,7 +76,7 @@ pub async fn read_records(topic: &str, n: usize, deadline: Duration) -> Vec<Stor
     }
     let mut out = Vec::new();
     let end = tokio::time::Instant::now() + deadline;
-    while out.len() < n {
+    while !done(&out) {
         let message = match tokio::time::timeout_at(end, consumer.recv()).await {
             Ok(Ok(message)) => message,
             // "Unknown topic" while the topic is being created, a broker

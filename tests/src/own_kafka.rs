@@ -18,6 +18,8 @@ use crate::wait_for;
 pub struct OwnKafka {
     pub brokers: String,
     child: Child,
+    libs: PathBuf,
+    props: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -48,6 +50,16 @@ fn cluster_id() -> String {
             return id;
         }
     }
+}
+
+fn spawn_broker(libs: &Path, props: &Path) -> anyhow::Result<Child> {
+    Ok(java(libs)
+        .arg("kafka.Kafka")
+        .arg(props)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?)
 }
 
 fn java(libs: &Path) -> Command {
@@ -82,14 +94,38 @@ impl OwnKafka {
             .output()
             .await?;
         anyhow::ensure!(format.status.success(), "format failed: {}", String::from_utf8_lossy(&format.stderr));
-        let child = java(&libs)
-            .arg("kafka.Kafka")
-            .arg(&props)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
+        let child = spawn_broker(&libs, &props)?;
         let brokers = format!("127.0.0.1:{port}");
+        let mut kafka = Self { brokers, child, libs, props, _dir: dir };
+        kafka.wait_until_it_answers().await?;
+        Ok(kafka)
+    }
+
+    /// Starts the broker again on the same data and ports (after [`Self::kill`]).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.child = spawn_broker(&self.libs, &self.props)?;
+        self.wait_until_it_answers().await
+    }
+
+    /// SIGSTOP: a hung broker (its sockets stay open, nothing answers).
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, which: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().ok_or_else(|| anyhow::anyhow!("the broker is not running"))?;
+        let status = std::process::Command::new("kill").arg(which).arg(pid.to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill {which} {pid} failed");
+        Ok(())
+    }
+
+    async fn wait_until_it_answers(&mut self) -> anyhow::Result<()> {
+        let brokers = self.brokers.clone();
         let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
         let probe = std::sync::Arc::new(probe);
         wait_for(Duration::from_secs(60), "own kafka to answer a metadata request", || {
@@ -102,12 +138,36 @@ impl OwnKafka {
             }
         })
         .await?;
-        Ok(Self { brokers, child, _dir: dir })
+        Ok(())
     }
 
     /// Kills the broker at once (SIGKILL), as a crash would.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
         self.child.kill().await?;
+        Ok(())
+    }
+}
+
+impl OwnKafka {
+    /// A broker just started is slow at first (its JIT, its first topic):
+    /// one topic created and one record acknowledged, so that a short
+    /// produce timeout is only ever spent on a dead or hung broker.
+    pub async fn warm_up(&self) -> anyhow::Result<()> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &self.brokers).create()?;
+        let topic = NewTopic::new("warm-up", 1, TopicReplication::Fixed(1));
+        for created in admin.create_topics(&[topic], &AdminOptions::new()).await? {
+            if let Err((_, code)) = created
+                && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+            {
+                anyhow::bail!("warm-up topic: {code}");
+            }
+        }
+        let producer: rdkafka::producer::FutureProducer =
+            ClientConfig::new().set("bootstrap.servers", &self.brokers).create()?;
+        let record = rdkafka::producer::FutureRecord::to("warm-up").key("k").payload("warm");
+        producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
         Ok(())
     }
 }

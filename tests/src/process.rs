@@ -1,46 +1,79 @@
-//! `cyclops-forwarder` as a real process, for tests that kill it (`kill -9`
-//! cannot be done to a task inside the test's own process).
+//! `cyclops-ingest` and `cyclops-forwarder` as real processes, for tests
+//! that kill them (`kill -9` cannot be done to a task inside the test's own
+//! process), send them signals, or watch their exit code.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use cyclops_common::config::Config;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
-/// The `cyclops-forwarder` binary that `cargo test --workspace` built beside
-/// this test binary.
-fn forwarder_binary() -> anyhow::Result<PathBuf> {
+/// A binary that `cargo test --workspace` built beside this test binary.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/e2e-… → target/<profile>/cyclops-forwarder
+    // target/<profile>/deps/e2e-… → target/<profile>/<name>
     let bin = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("cyclops-forwarder"))
+        .map(|dir| dir.join(name))
         .ok_or_else(|| anyhow::anyhow!("no directory above {}", exe.display()))?;
     anyhow::ensure!(bin.exists(), "{} is missing: build it with `cargo build --bins`", bin.display());
     Ok(bin)
 }
 
-/// A forwarder process; SIGKILLed on drop.
+/// Which service, and the stderr line that gives its address.
+#[derive(Debug, Clone, Copy)]
+pub enum Which {
+    Ingest,
+    Forwarder,
+}
+
+impl Which {
+    fn binary(self) -> &'static str {
+        match self {
+            Self::Ingest => "cyclops-ingest",
+            Self::Forwarder => "cyclops-forwarder",
+        }
+    }
+
+    fn banner(self) -> &'static str {
+        match self {
+            Self::Ingest => "listening on http://",
+            Self::Forwarder => "status endpoints on http://",
+        }
+    }
+}
+
+/// A service process; SIGKILLed on drop.
 #[derive(Debug)]
-pub struct ForwarderProcess {
+pub struct ServiceProcess {
     pub addr: SocketAddr,
     child: Child,
     _conf: tempfile::NamedTempFile,
 }
 
-impl ForwarderProcess {
+/// The forwarder process of the older tests.
+pub type ForwarderProcess = ServiceProcess;
+
+impl ServiceProcess {
     /// Starts a forwarder with `config` and waits until it serves its status endpoints.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        Self::spawn(Which::Forwarder, config, &[]).await
+    }
+
+    /// Starts `which` with `config` and the extra environment `env`, and
+    /// waits until it says where it listens.
+    pub async fn spawn(which: Which, config: &Config, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut conf = tempfile::NamedTempFile::new()?;
         std::io::Write::write_all(&mut conf, toml::to_string(config)?.as_bytes())?;
-        let mut child = Command::new(forwarder_binary()?)
+        let mut child = Command::new(binary(which.binary())?)
             .arg("--conf")
             .arg(conf.path())
             .arg("-v")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
@@ -48,11 +81,11 @@ impl ForwarderProcess {
         let mut lines = tokio::io::BufReader::new(stderr).lines();
         let announced = async {
             while let Some(line) = lines.next_line().await? {
-                if let Some(addr) = line.split("status endpoints on http://").nth(1) {
+                if let Some(addr) = line.split(which.banner()).nth(1) {
                     return Ok::<_, anyhow::Error>(addr.trim().parse::<SocketAddr>()?);
                 }
             }
-            anyhow::bail!("the forwarder exited before it started")
+            anyhow::bail!("{} exited before it started", which.binary())
         };
         let addr = tokio::time::timeout(Duration::from_secs(30), announced).await??;
         // Keep draining its stderr so that it never blocks on a full pipe.
@@ -66,7 +99,23 @@ impl ForwarderProcess {
         Ok(())
     }
 
+    /// Waits at most `deadline` for the process to exit on its own.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
+        Ok(tokio::time::timeout(deadline, self.child.wait()).await??)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+/// Sends `signal` (e.g. `-TERM`) to process `pid`.
+pub fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill").arg(signal).arg(pid.to_string()).status()?;
+    anyhow::ensure!(status.success(), "kill {signal} {pid} failed");
+    Ok(())
 }

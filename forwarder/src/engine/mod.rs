@@ -156,11 +156,24 @@ impl Engine {
             .map_err(ForwarderError::Thread)?;
         let shutdown = dispatcher.shutdown.clone();
         let gauges = tokio::spawn(publish_gauges(status.clone(), shutdown));
-        dispatcher.run().await;
+        // The poll thread is watched too: without it the dispatcher would
+        // idle forever behind a healthy-looking /ready.
+        let mut polling = tokio::task::spawn_blocking(move || poller.join());
+        let early = tokio::select! {
+            () = dispatcher.run() => None,
+            joined = &mut polling => Some(joined),
+        };
         stop.store(true, Ordering::Release);
         gauges.abort();
-        let joined = tokio::task::spawn_blocking(move || poller.join()).await;
-        if !matches!(joined, Ok(Ok(()))) {
+        if let Some(joined) = early {
+            let why = match joined {
+                Ok(Ok(())) => "ended".to_owned(),
+                Ok(Err(_)) => "panicked".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            return Err(ForwarderError::PollStopped(why));
+        }
+        if !matches!(polling.await, Ok(Ok(()))) {
             tracing::error!("the kafka poll thread failed");
         }
         Ok(())

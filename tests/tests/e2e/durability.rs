@@ -1,6 +1,6 @@
-//! A 200 means Kafka has the event: with Kafka gone, SDKs get 503 with
-//! `Retry-After`, never a 200; `ingest.ack = "enqueue"` is the documented
-//! opt-out.
+//! A 200 means the event is stored: with the spool off and Kafka gone, SDKs
+//! get 503 with `Retry-After`, never a 200 (the spool's own tests are in
+//! `spool.rs`); `ingest.ack = "enqueue"` is the documented opt-out.
 
 use std::time::Duration;
 
@@ -32,11 +32,12 @@ async fn submit(ingest: &TestService) -> reqwest::Response {
 }
 
 #[tokio::test]
-async fn with_kafka_killed_mid_run_sdks_get_503_never_200() {
+async fn with_the_spool_off_and_kafka_killed_mid_run_sdks_get_503_never_200() {
     let mut kafka = OwnKafka::start().await.expect("own kafka");
     let mut config = config();
     config.kafka.brokers = kafka.brokers.clone();
     config.ingest.produce_timeout_ms = 1500;
+    config.ingest.spool.enabled = false;
     // A broker just started is slow at first (its JIT, its first topic):
     // warm it up, so that the 1.5 s above is only ever spent on a dead one.
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

@@ -11,5 +11,6 @@ mod keys;
 mod lag;
 mod pipeline;
 mod sdks;
+mod spool;
 mod stack;
 mod status;
