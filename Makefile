@@ -11,6 +11,7 @@ run: stack-up
 
 test: stack-up
 	@bash stack/sdks.sh
+	@rm -rf "$${TMPDIR:-/tmp}/cyclops-tests"  # the spools earlier test runs left
 	$(CARGO) test --workspace --all-targets
 
 # Load benchmark of ingest (prints a table; not part of `make test`).

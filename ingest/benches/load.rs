@@ -1,11 +1,14 @@
 //! Load benchmark of `cyclops-ingest` (not a test: it prints numbers and
 //! asserts nothing). Run with `make bench`.
 //!
-//! Three servers are measured the same way, each pinned to one core (core 0)
+//! Four servers are measured the same way, each pinned to one core (core 0)
 //! while this load generator runs on another (core 1):
 //!
 //! - **accept**: ingest storing every event (`acks=all`, flood filter in
 //!   Redis but with a limit no event reaches);
+//! - **spool**: the accept path with Kafka stopped (the brokers' port is
+//!   closed): after the first events wait out a 500 ms produce timeout,
+//!   every event is fsynced in the spool before its 200;
 //! - **drop**: ingest with the flood filter at its defaults (10 per second
 //!   per fingerprint), so nearly every event of the flood is dropped;
 //! - **null**: a handler that reads the body and answers `{}` — the ceiling
@@ -336,26 +339,45 @@ async fn measure(name: &'static str, addr: SocketAddr, pid: u32, bodies: Arc<Vec
     Row { name, rate, cores, failed: failed + failed_at_half, latency, rss: peak_rss_mib(pid) }
 }
 
-fn ingest_config(port: u16, max_uses: u64) -> tempfile::NamedTempFile {
+/// How the measured ingest stores events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Storage {
+    /// Into the stack's Kafka.
+    Kafka,
+    /// Kafka stopped (a closed port): every event goes to the spool.
+    Spool,
+}
+
+fn ingest_config(port: u16, max_uses: u64, storage: Storage, spool_dir: &std::path::Path) -> tempfile::NamedTempFile {
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
     let prefix = format!("bench-{}-", uuid::Uuid::new_v4().simple());
+    let kafka = match storage {
+        Storage::Kafka => env_or("KAFKA_PORT", "9092"),
+        Storage::Spool => free_port().to_string(),
+    };
     write!(
         file,
         "[kafka]\nbrokers = \"127.0.0.1:{kafka}\"\ntopic_prefix = \"{prefix}\"\n\
          [redis]\nurl = \"redis://127.0.0.1:{redis}/0\"\nkey_prefix = \"{prefix}\"\n\
-         [ingest]\nbind = \"127.0.0.1\"\nport = {port}\nshutdown_delay_ms = 0\n\
+         [ingest]\nbind = \"127.0.0.1\"\nport = {port}\nshutdown_delay_ms = 0\nproduce_timeout_ms = {timeout}\n\
          [ingest.flood]\nmax_uses = {max_uses}\nwindow_secs = 1\n\
+         [ingest.spool]\ndir = \"{dir}\"\nmax_bytes = {max_bytes}\n\
          [[projects]]\nid = {PROJECT}\npublic_key = \"{KEY}\"\n",
-        kafka = env_or("KAFKA_PORT", "9092"),
         redis = env_or("REDIS_PORT", "6379"),
+        // Kafka stopped: only the first events wait this out.
+        timeout = if storage == Storage::Spool { 500 } else { 5000 },
+        dir = spool_dir.display(),
+        // A run at full rate spools a few GB; the directory is deleted after it.
+        max_bytes = 32u64 << 30,
     )
     .expect("write config");
     file
 }
 
-async fn run_ingest(name: &'static str, max_uses: u64, bodies: Arc<Vec<Bytes>>) -> Row {
+async fn run_ingest(name: &'static str, max_uses: u64, storage: Storage, bodies: Arc<Vec<Bytes>>) -> Row {
     let port = free_port();
-    let config = ingest_config(port, max_uses);
+    let spool_dir = tempfile::tempdir().expect("spool dir");
+    let config = ingest_config(port, max_uses, storage, spool_dir.path());
     let mut child = pinned(env!("CARGO_BIN_EXE_cyclops-ingest"))
         .arg("--conf")
         .arg(config.path())
@@ -424,23 +446,31 @@ fn main() {
             MEASURE.as_secs(),
             latency_window().as_secs()
         );
-        // CYCLOPS_BENCH_ONLY=accept (or drop, null) measures one server; the others print as skipped.
+        // CYCLOPS_BENCH_ONLY=accept (or spool, drop, null) measures one server; the others print as skipped.
         let only = std::env::var("CYCLOPS_BENCH_ONLY").ok();
         let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
         let null = if wanted("null") { run_null(bodies.clone()).await } else { Row::skipped("null handler") };
         let accept = if wanted("accept") {
-            run_ingest("ingest, accept path", u64::MAX / 2, bodies.clone()).await
+            run_ingest("ingest, accept path", u64::MAX / 2, Storage::Kafka, bodies.clone()).await
         } else {
             Row::skipped("ingest, accept path")
         };
-        let drop =
-            if wanted("drop") { run_ingest("ingest, drop path", 10, bodies).await } else { Row::skipped("ingest, drop path") };
+        let spool = if wanted("spool") {
+            run_ingest("ingest, spool path (Kafka stopped)", u64::MAX / 2, Storage::Spool, bodies.clone()).await
+        } else {
+            Row::skipped("ingest, spool path (Kafka stopped)")
+        };
+        let drop = if wanted("drop") {
+            run_ingest("ingest, drop path", 10, Storage::Kafka, bodies).await
+        } else {
+            Row::skipped("ingest, drop path")
+        };
         println!();
         println!(
             "| server | events/s | server CPU, cores | events/s per server core | vs null | non-200 | p50 ms @ half rate | p99 ms @ half rate | p99.9 ms @ half rate | peak RSS MiB |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|");
-        for row in [&null, &accept, &drop] {
+        for row in [&null, &accept, &spool, &drop] {
             println!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.name,
@@ -463,8 +493,10 @@ fn main() {
             (false, false) => "MISSED",
         };
         println!(
-            "targets: accept >= 15000 events/s per core ({}); drop >= 25% of null ({}); p99 <= 10 ms at half load ({}); RSS <= 100 MiB ({})",
+            "targets: accept >= 15000 events/s per core ({}); spool >= accept per core ({}); spool p99 <= accept p99 at half load ({}); drop >= 25% of null ({}); p99 <= 10 ms at half load ({}); RSS <= 100 MiB ({})",
             verdict(&[&accept], accept.per_core() >= 15_000.0),
+            verdict(&[&accept, &spool], spool.per_core() >= accept.per_core()),
+            verdict(&[&accept, &spool], spool.latency.p99 <= accept.latency.p99),
             verdict(&[&drop, &null], drop.rate >= 0.25 * null.rate),
             verdict(&[&accept, &drop], accept.latency.p99 <= 10.0 && drop.latency.p99 <= 10.0),
             verdict(&[&accept, &drop], accept.rss <= 100.0 && drop.rss <= 100.0),

@@ -64,8 +64,10 @@ pub fn test_config() -> Config {
     config.forwarder.bind = loopback;
     config.forwarder.port = 0;
     config.ingest.drain_timeout_secs = 5;
-    // A spool of its own per test, outside the work tree.
-    config.ingest.spool.dir = std::env::temp_dir().join("cyclops-tests").join(unique("spool")).display().to_string();
+    // A spool of its own per test and per instance (several ingests may
+    // share a config), outside the work tree.
+    let spool = std::env::temp_dir().join("cyclops-tests").join(unique("spool"));
+    config.ingest.spool.dir = spool.join("{port}").display().to_string();
     config.ingest.shutdown_delay_ms = 0;
     config.forwarder.group_id = unique("group");
     config.forwarder.drain_timeout_secs = 5;

@@ -212,8 +212,9 @@ async fn sentry_errors_are_retried_until_delivered() {
 }
 
 #[tokio::test]
-async fn without_kafka_the_sdk_gets_503_and_retry_after_never_200() {
+async fn without_kafka_and_with_the_spool_off_the_sdk_gets_503_and_retry_after_never_200() {
     let mut config = config_with_project(None);
+    config.ingest.spool.enabled = false;
     let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     config.kafka.brokers = format!("127.0.0.1:{unused}");
     config.ingest.produce_timeout_ms = 500;

@@ -13,7 +13,7 @@ use cyclops_tests::kafka::read_keys_until;
 use cyclops_tests::own_kafka::OwnKafka;
 use cyclops_tests::process::{ServiceProcess, Which};
 use cyclops_tests::sdk::{python_sends, rust_sends};
-use cyclops_tests::{event_id, sentry_auth, spawn_forwarder, spawn_ingest, test_config, wait_for};
+use cyclops_tests::{event_id, sentry_auth, spawn_forwarder, spawn_ingest, test_config, unique, wait_for};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -30,6 +30,8 @@ fn config(brokers: &str) -> Config {
     // Every event here is distinct; none may be dropped as a flood.
     config.ingest.flood.window_secs = 0;
     config.forwarder.topic_refresh_secs = 1;
+    // One directory whatever the port: these tests restart ingest on its spool.
+    config.ingest.spool.dir = std::env::temp_dir().join("cyclops-tests").join(unique("spool")).display().to_string();
     config
 }
 

@@ -58,10 +58,24 @@ fn closed_port() -> u16 {
 }
 
 #[tokio::test]
-async fn ready_is_503_while_kafka_is_unreachable() {
+async fn ready_is_503_while_kafka_is_unreachable_unless_the_spool_takes_events() {
     let mut config = test_config();
     config.kafka.brokers = format!("127.0.0.1:{}", closed_port());
     config.kafka.metadata_timeout_ms = 500;
+    // With the spool on, ingest still takes events: degraded, not unready.
+    let ingest = spawn_ingest(config.clone()).await.expect("ingest starts without Kafka");
+    let (code, body) = get(&ingest, "/ready").await;
+    assert_eq!(code, 200, "{body}");
+    let ready: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(ready["degraded"], true);
+    assert_eq!(
+        (check(&ready, "kafka")["ok"].clone(), check(&ready, "kafka")["critical"].clone()),
+        (false.into(), false.into())
+    );
+    assert_eq!(check(&ready, "spool")["ok"], true, "nothing spooled yet: {body}");
+    ingest.stop().await.expect("stops");
+
+    config.ingest.spool.enabled = false;
     let ingest = spawn_ingest(config).await.expect("ingest starts without Kafka");
     let (code, body) = get(&ingest, "/ready").await;
     assert_eq!(code, 503, "{body}");
@@ -99,7 +113,7 @@ async fn without_redis_only_kafka_is_checked() {
     let ready: Value = serde_json::from_str(&body).expect("json");
     let names: Vec<&str> =
         ready["checks"].as_array().expect("checks").iter().filter_map(|c| c["name"].as_str()).collect();
-    assert_eq!(names, ["kafka", "flood_filter"], "no redis check without redis.url");
+    assert_eq!(names, ["kafka", "tasks", "flood_filter", "spool"], "no redis check without redis.url");
     ingest.stop().await.expect("stops");
 }
 
