@@ -1,7 +1,7 @@
 //! Load benchmark of `cyclops-ingest` (not a test: it prints numbers and
 //! asserts nothing). Run with `make bench`.
 //!
-//! Four servers are measured the same way, each pinned to one core (core 0)
+//! Four servers (five with a baseline) are measured the same way, each pinned to one core (core 0)
 //! while this load generator runs on another (core 1):
 //!
 //! - **accept**: ingest storing every event (`acks=all`, flood filter in
@@ -9,6 +9,9 @@
 //! - **spool**: the accept path with Kafka stopped (the brokers' port is
 //!   closed): after the first events wait out a 500 ms produce timeout,
 //!   every event is fsynced in the spool before its 200;
+//! - **baseline** (only with `CYCLOPS_BENCH_BASELINE_INGEST=PATH`): the
+//!   accept path of another `cyclops-ingest` binary, say an older commit's,
+//!   for a before/after in one run;
 //! - **drop**: ingest with the flood filter at its defaults (10 per second
 //!   per fingerprint), so nearly every event of the flood is dropped;
 //! - **null**: a handler that reads the body and answers `{}` — the ceiling
@@ -348,7 +351,12 @@ enum Storage {
     Spool,
 }
 
-fn ingest_config(port: u16, max_uses: u64, storage: Storage, spool_dir: &std::path::Path) -> tempfile::NamedTempFile {
+fn ingest_config(
+    port: u16,
+    max_uses: u64,
+    storage: Storage,
+    spool_dir: Option<&std::path::Path>,
+) -> tempfile::NamedTempFile {
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
     let prefix = format!("bench-{}-", uuid::Uuid::new_v4().simple());
     let kafka = match storage {
@@ -361,24 +369,31 @@ fn ingest_config(port: u16, max_uses: u64, storage: Storage, spool_dir: &std::pa
          [redis]\nurl = \"redis://127.0.0.1:{redis}/0\"\nkey_prefix = \"{prefix}\"\n\
          [ingest]\nbind = \"127.0.0.1\"\nport = {port}\nshutdown_delay_ms = 0\nproduce_timeout_ms = {timeout}\n\
          [ingest.flood]\nmax_uses = {max_uses}\nwindow_secs = 1\n\
-         [ingest.spool]\ndir = \"{dir}\"\nmax_bytes = {max_bytes}\n\
+         {spool}\
          [[projects]]\nid = {PROJECT}\npublic_key = \"{KEY}\"\n",
         redis = env_or("REDIS_PORT", "6379"),
         // Kafka stopped: only the first events wait this out.
         timeout = if storage == Storage::Spool { 500 } else { 5000 },
-        dir = spool_dir.display(),
         // A run at full rate spools a few GB; the directory is deleted after it.
-        max_bytes = 32u64 << 30,
+        spool = spool_dir.map_or(String::new(), |dir| {
+            format!("[ingest.spool]\ndir = \"{}\"\nmax_bytes = {}\n", dir.display(), 32u64 << 30)
+        }),
     )
     .expect("write config");
     file
 }
 
 async fn run_ingest(name: &'static str, max_uses: u64, storage: Storage, bodies: Arc<Vec<Bytes>>) -> Row {
+    run_binary(name, env!("CARGO_BIN_EXE_cyclops-ingest"), max_uses, storage, bodies).await
+}
+
+async fn run_binary(name: &'static str, bin: &str, max_uses: u64, storage: Storage, bodies: Arc<Vec<Bytes>>) -> Row {
     let port = free_port();
     let spool_dir = tempfile::tempdir().expect("spool dir");
-    let config = ingest_config(port, max_uses, storage, spool_dir.path());
-    let mut child = pinned(env!("CARGO_BIN_EXE_cyclops-ingest"))
+    // A build from before the spool refuses its section.
+    let spool = (bin == env!("CARGO_BIN_EXE_cyclops-ingest")).then_some(spool_dir.path());
+    let config = ingest_config(port, max_uses, storage, spool);
+    let mut child = pinned(bin)
         .arg("--conf")
         .arg(config.path())
         .stdout(Stdio::null())
@@ -446,14 +461,22 @@ fn main() {
             MEASURE.as_secs(),
             latency_window().as_secs()
         );
-        // CYCLOPS_BENCH_ONLY=accept (or spool, drop, null) measures one server; the others print as skipped.
+        // CYCLOPS_BENCH_ONLY=accept (or spool, drop, null, baseline; or a
+        // comma-separated list) measures those servers; the others print as skipped.
         let only = std::env::var("CYCLOPS_BENCH_ONLY").ok();
-        let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+        let wanted = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == name));
         let null = if wanted("null") { run_null(bodies.clone()).await } else { Row::skipped("null handler") };
         let accept = if wanted("accept") {
             run_ingest("ingest, accept path", u64::MAX / 2, Storage::Kafka, bodies.clone()).await
         } else {
             Row::skipped("ingest, accept path")
+        };
+        // CYCLOPS_BENCH_BASELINE_INGEST=PATH: the accept path of another
+        // build (an older commit's binary) in the same run, for a before/after.
+        let baseline_bin = std::env::var("CYCLOPS_BENCH_BASELINE_INGEST").ok();
+        let baseline = match baseline_bin.as_deref().filter(|_| wanted("baseline")) {
+            Some(bin) => run_binary("ingest, accept path, baseline build", bin, u64::MAX / 2, Storage::Kafka, bodies.clone()).await,
+            None => Row::skipped("ingest, accept path, baseline build"),
         };
         let spool = if wanted("spool") {
             run_ingest("ingest, spool path (Kafka stopped)", u64::MAX / 2, Storage::Spool, bodies.clone()).await
@@ -470,7 +493,7 @@ fn main() {
             "| server | events/s | server CPU, cores | events/s per server core | vs null | non-200 | p50 ms @ half rate | p99 ms @ half rate | p99.9 ms @ half rate | peak RSS MiB |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|");
-        for row in [&null, &accept, &spool, &drop] {
+        for row in [&null, &accept, &baseline, &spool, &drop] {
             println!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.name,

@@ -2,7 +2,8 @@
 //! when Kafka takes it, else in the local spool; a 503 only when neither can
 //! take it (the spool is off, full, or its disk fails).
 //!
-//! [`KafkaState`] remembers that Kafka failed: while it is down and the
+//! [`KafkaState`] remembers that Kafka failed as a whole (timeouts, no
+//! broker, no leader, too few replicas — not one refused record): while it is down and the
 //! spool holds records, new events go straight to the spool instead of each
 //! waiting out `ingest.produce_timeout_ms`; the drainer's first delivery (or
 //! any event that reaches Kafka) marks it up again. With an empty spool
@@ -155,7 +156,9 @@ impl Store {
             (Ok(durability), _) => Ok(durability),
             (Err(e), None) => Err(StoreFailure::Kafka(e)),
             (Err(e), Some(spool)) => {
-                self.kafka.down(&e);
+                if e.kafka_unavailable() {
+                    self.kafka.down(&e);
+                }
                 self.spool(spool, out.to_spool(), &e.to_string()).await
             }
         }
@@ -191,7 +194,9 @@ impl Store {
                 metrics::counter!(crate::metrics::LOST_AFTER_ENQUEUE).increment(1);
                 return tracing::error!(topic = message.topic(), error = %error, "an event answered 200 (ack = enqueue) was not stored");
             };
-            kafka.down(&error);
+            if crate::producer::ProduceError::Send(error.clone()).kafka_unavailable() {
+                kafka.down(&error);
+            }
             if let Err(e) = spool.append(record_of(&message)).await {
                 metrics::counter!(crate::metrics::LOST_AFTER_ENQUEUE).increment(1);
                 tracing::error!(topic = message.topic(), kafka = %error, spool = %e, "an event answered 200 (ack = enqueue) was neither in kafka nor spooled");

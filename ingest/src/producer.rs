@@ -27,11 +27,46 @@ const QUEUE_MIN_KBYTES: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
     #[error("cannot create topic {topic}: {message}")]
-    CreateTopic { topic: String, message: String },
+    CreateTopic {
+        topic: String,
+        message: String,
+        /// The request itself failed (no answer), rather than the broker refusing this topic.
+        unanswered: bool,
+    },
     #[error("kafka did not take the event: {0}")]
     Send(KafkaError),
     #[error("kafka did not acknowledge the event within {0:?}")]
     Timeout(Duration),
+}
+
+impl ProduceError {
+    /// Whether this says Kafka as a whole is not taking records (down,
+    /// hung, no leader, too few replicas, a full queue), rather than that
+    /// this one record or topic is refused: only the former sends the next
+    /// events straight to the spool.
+    pub fn kafka_unavailable(&self) -> bool {
+        use RDKafkaErrorCode as C;
+        match self {
+            Self::Timeout(_) => true,
+            Self::CreateTopic { unanswered, .. } => *unanswered,
+            Self::Send(e) => matches!(
+                e.rdkafka_error_code(),
+                Some(
+                    C::MessageTimedOut
+                        | C::AllBrokersDown
+                        | C::BrokerTransportFailure
+                        | C::QueueFull
+                        | C::NotEnoughReplicas
+                        | C::NotEnoughReplicasAfterAppend
+                        | C::LeaderNotAvailable
+                        | C::NotLeaderForPartition
+                        | C::RequestTimedOut
+                        | C::NetworkException
+                        | C::KafkaStorageError
+                )
+            ),
+        }
+    }
 }
 
 /// Produces events to their project's topic.
@@ -121,8 +156,12 @@ impl EventProducer {
         let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(self.replication))
             .set("max.message.bytes", &max_message);
         let options = AdminOptions::new().operation_timeout(Some(budget)).request_timeout(Some(budget));
-        let error = |message: String| ProduceError::CreateTopic { topic: topic.to_owned(), message };
-        let results = self.admin.create_topics(&[new], &options).await.map_err(|e| error(e.to_string()))?;
+        let error = |message: String, unanswered: bool| ProduceError::CreateTopic {
+            topic: topic.to_owned(),
+            message,
+            unanswered,
+        };
+        let results = self.admin.create_topics(&[new], &options).await.map_err(|e| error(e.to_string(), true))?;
         for result in results {
             match result {
                 Ok(_) => {
@@ -130,7 +169,7 @@ impl EventProducer {
                     tracing::info!(topic, partitions = self.partitions, "created project topic");
                 }
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => return Err(error(code.to_string())),
+                Err((_, code)) => return Err(error(code.to_string(), code == RDKafkaErrorCode::RequestTimedOut)),
             }
         }
         if let Ok(mut known) = self.known_topics.lock() {
@@ -203,5 +242,24 @@ impl EventProducer {
         if let Err(e) = self.producer.flush(timeout) {
             tracing::warn!(error = %e, "events still queued at shutdown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_cluster_wide_failures_say_kafka_is_unavailable() {
+        let send = |code| ProduceError::Send(KafkaError::MessageProduction(code));
+        assert!(ProduceError::Timeout(Duration::from_secs(1)).kafka_unavailable());
+        assert!(send(RDKafkaErrorCode::MessageTimedOut).kafka_unavailable());
+        assert!(send(RDKafkaErrorCode::NotEnoughReplicas).kafka_unavailable());
+        assert!(send(RDKafkaErrorCode::QueueFull).kafka_unavailable());
+        assert!(!send(RDKafkaErrorCode::MessageSizeTooLarge).kafka_unavailable(), "one record refused");
+        assert!(!send(RDKafkaErrorCode::UnknownTopicOrPartition).kafka_unavailable(), "one topic gone");
+        let create = |unanswered| ProduceError::CreateTopic { topic: "t".into(), message: "m".into(), unanswered };
+        assert!(create(true).kafka_unavailable());
+        assert!(!create(false).kafka_unavailable(), "the broker refused this topic");
     }
 }

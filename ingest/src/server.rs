@@ -39,6 +39,8 @@ pub struct Ingest {
     intake: Arc<Intake>,
     supervisor: Supervisor,
     shutdown: CancellationToken,
+    /// Stops the spool's drainer, once the final flush is done.
+    drain_stop: CancellationToken,
     drain: Duration,
     delay: Duration,
 }
@@ -69,8 +71,12 @@ impl Ingest {
         )
         .map_err(IngestError::Redis)?;
         if let Some(connector) = flood.take_connector() {
+            let stop = shutdown.clone();
             supervisor.spawn("redis-connector", Lifetime::Once, async move {
-                connector.await;
+                tokio::select! {
+                    () = connector => {}
+                    () = stop.cancelled() => {}
+                }
                 Ok::<(), std::convert::Infallible>(())
             });
         }
@@ -81,15 +87,19 @@ impl Ingest {
         }
         let producer = Arc::new(EventProducer::new(&config)?);
         let spool = if config.ingest.spool.enabled {
-            let (spool, parts) = Spool::open(&config.ingest.spool, port)?;
+            let append_timeout = Duration::from_millis(config.ingest.produce_timeout_ms);
+            let (spool, parts) = Spool::open(&config.ingest.spool, port, append_timeout)?;
             let spool = Arc::new(spool);
             supervisor.spawn_blocking("spool-writer", Lifetime::UntilShutdown, move || parts.writer.run());
+            supervisor.spawn("spool-checkpoint", Lifetime::UntilShutdown, parts.checkpointer.run(shutdown.clone()));
             Some((spool, parts.drain_conn))
         } else {
             None
         };
         let store =
             Store::new(producer.clone(), spool.as_ref().map(|(s, _)| s.clone()), stats.clone(), config.ingest.ack);
+        // The drainer keeps going through the shutdown, until the final flush is done.
+        let drain_stop = CancellationToken::new();
         if let Some((spool, conn)) = spool {
             let s = &config.ingest.spool;
             let drainer = Drainer {
@@ -101,7 +111,7 @@ impl Ingest {
                 retry_max: Duration::from_millis(s.drain_retry_max_ms),
                 max_age: Duration::from_secs(s.max_age_secs),
             };
-            supervisor.spawn("spool-drainer", Lifetime::UntilShutdown, drainer.run(shutdown.clone()));
+            supervisor.spawn("spool-drainer", Lifetime::UntilShutdown, drainer.run(drain_stop.clone()));
         }
         let intake = Arc::new(Intake::new(keys.clone(), store, flood, stats, &config));
 
@@ -132,7 +142,7 @@ impl Ingest {
             .merge(Router::new().route("/count", get(count)).route("/floods", get(floods)).with_state(intake.clone()));
         let drain = Duration::from_secs(config.ingest.drain_timeout_secs);
         let delay = Duration::from_millis(config.ingest.shutdown_delay_ms);
-        Ok(Self { listener, router, intake, supervisor, shutdown, drain, delay })
+        Ok(Self { listener, router, intake, supervisor, shutdown, drain_stop, drain, delay })
     }
 
     /// The address actually bound (useful with port 0).
@@ -146,7 +156,7 @@ impl Ingest {
     /// requests finish for at most the drain time. A background task that
     /// fails starts the same shutdown, and makes this return its failure.
     pub async fn run(self) -> Result<(), IngestError> {
-        let Self { listener, router, intake, mut supervisor, shutdown, drain, delay } = self;
+        let Self { listener, router, intake, mut supervisor, shutdown, drain_stop, drain, delay } = self;
         let app = router.into_make_service_with_connect_info::<SocketAddr>();
         // Shutdown turns /ready to 503 at once; the listener closes `delay` later.
         let stop_accepting = CancellationToken::new();
@@ -185,6 +195,7 @@ impl Ingest {
         let left = closed_at.get().map_or(drain, |closed| drain.saturating_sub(closed.elapsed()));
         intake.store.finish(intake.store.producer.exit_flush_time(left, FINAL_FLUSH)).await;
         shutdown.cancel();
+        drain_stop.cancel();
         drop(intake);
         if let Some(late) = supervisor.finish(TASKS_AT_EXIT).await {
             failed.get_or_insert(late);

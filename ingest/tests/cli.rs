@@ -39,10 +39,13 @@ fn a_bad_environment_value_stops_the_start_with_its_name() {
 #[tokio::test]
 async fn sigterm_stops_the_process_cleanly() {
     use tokio::io::AsyncBufReadExt;
+    let spool = tempfile::tempdir().expect("spool dir");
     let mut child = tokio::process::Command::new(BIN)
         .args(["--port", "0", "--bind", "127.0.0.1"])
         // Kafka is not needed to start; readiness would report it.
         .env("CYCLOPS__KAFKA__BROKERS", "127.0.0.1:1")
+        // Not the default under the working directory (the source tree).
+        .env("CYCLOPS__INGEST__SPOOL__DIR", spool.path())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

@@ -19,7 +19,7 @@ use cyclops_common::shutdown::CancellationToken;
 use futures::future::join_all;
 
 use super::store::{self, Row};
-use super::{Shared, kafka_headers};
+use super::{Shared, kafka_headers, sub};
 use crate::durable::KafkaState;
 use crate::producer::EventProducer;
 
@@ -46,13 +46,15 @@ pub struct Drainer {
 }
 
 impl Drainer {
-    /// Drains until `shutdown`; what is left stays on disk for the next start.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DrainError> {
+    /// Drains until `stop` (cancelled by ingest after its final flush, so that
+    /// it drains through the shutdown); what is left stays on disk for the
+    /// next start.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), DrainError> {
         let Self { conn, shared, producer, kafka, batch, retry_max, max_age } = self;
         let conn = Arc::new(Mutex::new(conn));
         let mut retry = RETRY_MIN;
         let mut warned_age = false;
-        while !shutdown.is_cancelled() {
+        while !stop.is_cancelled() {
             shared.publish();
             let too_old = shared.oldest_age().is_some_and(|age| age > max_age);
             if too_old && !warned_age {
@@ -62,15 +64,21 @@ impl Drainer {
                 );
             }
             warned_age = too_old;
-            if shared.records.load(Ordering::Relaxed) == 0 {
+            let records = shared.records.load(Ordering::Relaxed);
+            if records > 0 && shared.oldest_ms.load(Ordering::Relaxed) == 0 {
+                // A drain that emptied the spool raced a new record's commit.
+                let oldest = blocking(&conn, |c| store::oldest(c)).await.ok().flatten();
+                shared.oldest_ms.store(oldest.unwrap_or(0), Ordering::Relaxed);
+            }
+            if records == 0 {
                 tokio::select! {
                     () = shared.arrived.notified() => {}
                     () = tokio::time::sleep(GAUGE_EVERY) => {}
-                    () = shutdown.cancelled() => break,
+                    () = stop.cancelled() => break,
                 }
                 continue;
             }
-            let delivered = match pass(&conn, &shared, &producer, &kafka, batch, &shutdown).await {
+            let delivered = match pass(&conn, &shared, &producer, &kafka, batch, &stop).await {
                 Ok(delivered) => delivered,
                 // The disk may recover (and a restart would meet the same disk): retry.
                 Err(e) => {
@@ -84,7 +92,7 @@ impl Drainer {
             } else {
                 tokio::select! {
                     () = tokio::time::sleep(retry) => {}
-                    () = shutdown.cancelled() => break,
+                    () = stop.cancelled() => break,
                 }
                 retry = (retry * 2).min(retry_max);
             }
@@ -101,21 +109,23 @@ async fn pass(
     producer: &EventProducer,
     kafka: &KafkaState,
     batch: usize,
-    shutdown: &CancellationToken,
+    stop: &CancellationToken,
 ) -> Result<bool, DrainError> {
     let mut cursor = 0;
     let mut delivered_any = false;
-    while !shutdown.is_cancelled() {
-        let rows = blocking(conn, move |c| store::read_after(c, cursor, batch)).await?;
-        let Some(last) = rows.last() else { break };
+    while !stop.is_cancelled() {
+        let rows = read_batch(conn, cursor, batch).await?;
+        let Some(last) = rows.last() else {
+            if cursor == 0 {
+                resync(conn, shared).await?;
+            }
+            break;
+        };
         cursor = last.id;
         let sends = rows.iter().map(|row| async move {
             let record = row.record.as_ref().ok()?;
             let headers = kafka_headers(&record.headers);
-            match producer.send_acknowledged(&record.topic, &record.key, &record.value, headers).await {
-                Ok(()) => Some(Ok(())),
-                Err(e) => Some(Err(e)),
-            }
+            Some(producer.send_acknowledged(&record.topic, &record.key, &record.value, headers).await)
         });
         let outcomes = join_all(sends).await;
         let (mut done, mut freed, mut failure, mut corrupt) = (Vec::new(), 0, None, 0u64);
@@ -139,8 +149,8 @@ async fn pass(
             let ids = done.clone();
             blocking(conn, move |c| store::delete(c, &ids)).await?;
             let oldest = blocking(conn, |c| store::oldest(c)).await?;
-            shared.records.fetch_sub(done.len() as u64, Ordering::Relaxed);
-            shared.bytes.fetch_sub(freed, Ordering::Relaxed);
+            sub(&shared.records, done.len() as u64);
+            sub(&shared.bytes, freed);
             shared.oldest_ms.store(oldest.unwrap_or(0), Ordering::Relaxed);
             shared.drained.fetch_add(delivered, Ordering::Relaxed);
             shared.corrupt.fetch_add(corrupt, Ordering::Relaxed);
@@ -153,15 +163,48 @@ async fn pass(
             kafka.up();
         }
         if let Some(e) = failure {
-            kafka.down(&e);
             tracing::debug!(error = %e, "spool drain: kafka did not take a record; retrying later");
-            // Kafka is failing: the rest of this pass would wait out the same timeouts.
-            if delivered == 0 {
+            // Kafka is failing as a whole: the rest of this pass would wait
+            // out the same timeouts. (One refused record does not say so.)
+            if delivered == 0 && e.kafka_unavailable() {
+                kafka.down(&e);
                 break;
             }
         }
     }
     Ok(delivered_any)
+}
+
+/// The next rows; when a corrupt page fails the batch read, its rows one at
+/// a time (the unreadable ones come back corrupt, to be counted and deleted).
+async fn read_batch(
+    conn: &Arc<Mutex<rusqlite::Connection>>,
+    cursor: i64,
+    batch: usize,
+) -> Result<Vec<Row>, DrainError> {
+    match blocking(conn, move |c| store::read_after(c, cursor, batch)).await {
+        Ok(rows) => Ok(rows),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a batch of spooled records: reading them one by one");
+            blocking(conn, move |c| {
+                let ids = store::ids_after(c, cursor, batch)?;
+                Ok(ids.into_iter().map(|id| store::read_one(c, id)).collect())
+            })
+            .await
+        }
+    }
+}
+
+/// The counters from the database itself, when a pass finds it empty:
+/// whatever drift a failed write or an unreadable row left is gone.
+async fn resync(conn: &Arc<Mutex<rusqlite::Connection>>, shared: &Shared) -> Result<(), DrainError> {
+    let totals = blocking(conn, |c| store::totals(c)).await?;
+    if totals.records == 0 {
+        shared.records.store(0, Ordering::Relaxed);
+        shared.bytes.store(0, Ordering::Relaxed);
+        shared.oldest_ms.store(0, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 fn corrupt_row(row: &Row) {

@@ -98,6 +98,8 @@ pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     max_age: Duration,
+    /// Longest wait for a commit (a hung disk must not hold requests forever).
+    append_timeout: Duration,
     /// Held for the process's life: the directory's lock.
     _lock: File,
 }
@@ -108,6 +110,40 @@ pub struct Spool {
 pub struct Parts {
     pub writer: Writer,
     pub drain_conn: rusqlite::Connection,
+    pub checkpointer: Checkpointer,
+}
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`], on a connection of its own.
+#[derive(Debug)]
+pub struct Checkpointer(rusqlite::Connection);
+
+/// How often the WAL is copied into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+impl Checkpointer {
+    /// Runs until `shutdown`. A failed checkpoint is logged; the next may work.
+    pub async fn run(self, shutdown: cyclops_common::shutdown::CancellationToken) -> Result<(), SpoolError> {
+        let conn = std::sync::Arc::new(Mutex::new(self.0));
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return Ok(()),
+            }
+            let conn = conn.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                let conn = conn.lock().map_err(|_| "connection lock poisoned".to_owned())?;
+                store::checkpoint(&conn).map_err(|e| e.to_string())
+            })
+            .await;
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "spool checkpoint failed; trying again"),
+                Err(e) => return Err(SpoolError::Write(format!("checkpoint task: {e}"))),
+            }
+        }
+    }
 }
 
 impl Spool {
@@ -115,26 +151,26 @@ impl Spool {
     /// directory, takes its lock, opens (or, when it is not a database any
     /// more, moves aside and recreates) the database, and counts what an
     /// earlier run left.
-    pub fn open(config: &SpoolConfig, port: u16) -> Result<(Self, Parts), SpoolError> {
+    pub fn open(config: &SpoolConfig, port: u16, append_timeout: Duration) -> Result<(Self, Parts), SpoolError> {
         let dir = config.dir_for(port);
         let dir_error = |e: std::io::Error| SpoolError::Dir { dir: dir.clone(), message: e.to_string() };
         std::fs::create_dir_all(&dir).map_err(dir_error)?;
         let lock = lock(&dir)?;
         let path = dir.join(store::DB_FILE);
         let shared = std::sync::Arc::new(Shared::default());
-        let open_both = || -> rusqlite::Result<_> {
+        let open_all = || -> rusqlite::Result<_> {
             let append = store::open(&path, true)?;
             let totals = store::totals(&append)?;
-            Ok((append, store::open(&path, false)?, totals))
+            Ok((append, store::open(&path, false)?, store::open(&path, false)?, totals))
         };
-        let (append_conn, drain_conn, totals) = match open_both() {
+        let (append_conn, drain_conn, checkpoint_conn, totals) = match open_all() {
             Ok(opened) => opened,
             Err(e) if store::is_corrupt(&e) => {
                 let aside = move_aside(&path).map_err(dir_error)?;
                 shared.corrupt.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(crate::metrics::SPOOL_CORRUPT).increment(1);
                 tracing::error!(error = %e, moved_to = %aside.display(), "the spool database is corrupt: moved aside, starting an empty one");
-                open_both().map_err(|e| SpoolError::Open { path: path.clone(), message: e.to_string() })?
+                open_all().map_err(|e| SpoolError::Open { path: path.clone(), message: e.to_string() })?
             }
             Err(e) => return Err(SpoolError::Open { path, message: e.to_string() }),
         };
@@ -153,16 +189,23 @@ impl Spool {
             dir,
             max_bytes: config.max_bytes,
             max_age: Duration::from_secs(config.max_age_secs),
+            append_timeout,
             _lock: lock,
         };
-        Ok((spool, Parts { writer, drain_conn }))
+        Ok((spool, Parts { writer, drain_conn, checkpointer: Checkpointer(checkpoint_conn) }))
     }
 
-    /// Makes `record` durable; returns once it is fsynced.
+    /// Makes `record` durable; returns once it is fsynced, or fails after
+    /// the append timeout (a commit that lands later only makes a duplicate).
     pub async fn append(&self, record: SpoolRecord) -> Result<(), SpoolError> {
         let (done, outcome) = oneshot::channel();
-        self.appends.send(writer::Append { record, done }).await.map_err(|_| SpoolError::Stopped)?;
-        outcome.await.map_err(|_| SpoolError::Stopped)?
+        let append = async {
+            self.appends.send(writer::Append { record, done }).await.map_err(|_| SpoolError::Stopped)?;
+            outcome.await.map_err(|_| SpoolError::Stopped)?
+        };
+        tokio::time::timeout(self.append_timeout, append).await.unwrap_or_else(|_| {
+            Err(SpoolError::Write(format!("no commit within {} ms", self.append_timeout.as_millis())))
+        })
     }
 
     pub fn shared(&self) -> &std::sync::Arc<Shared> {
@@ -276,6 +319,12 @@ pub fn kafka_headers(pairs: &[(String, Option<Vec<u8>>)]) -> OwnedHeaders {
     })
 }
 
+/// Subtracts without wrapping: a counter resynced from the database may be
+/// below what an operation in flight takes back.
+fn sub(counter: &AtomicU64, n: u64) {
+    counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n))).ok();
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -284,6 +333,8 @@ pub(crate) fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
+    const SECOND: Duration = Duration::from_secs(1);
+
     fn config(dir: &Path) -> SpoolConfig {
         SpoolConfig { dir: dir.join("{port}").display().to_string(), ..SpoolConfig::default() }
     }
@@ -291,12 +342,12 @@ mod tests {
     #[test]
     fn a_second_process_on_the_same_dir_is_refused_naming_the_holder() {
         let dir = tempfile::tempdir().expect("dir");
-        let (_first, _parts) = Spool::open(&config(dir.path()), 3000).expect("first");
-        let second = Spool::open(&config(dir.path()), 3000).expect_err("the same dir is locked");
+        let (_first, _parts) = Spool::open(&config(dir.path()), 3000, SECOND).expect("first");
+        let second = Spool::open(&config(dir.path()), 3000, SECOND).expect_err("the same dir is locked");
         let text = second.to_string();
         assert!(text.contains("in use by another process"), "{text}");
         assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
-        assert!(Spool::open(&config(dir.path()), 3001).is_ok(), "another port, another dir");
+        assert!(Spool::open(&config(dir.path()), 3001, SECOND).is_ok(), "another port, another dir");
     }
 
     #[test]
@@ -305,7 +356,7 @@ mod tests {
         let spool_dir = dir.path().join("3000");
         std::fs::create_dir_all(&spool_dir).expect("dir");
         std::fs::write(spool_dir.join(store::DB_FILE), vec![0xAB; 8192]).expect("garbage");
-        let (spool, _parts) = Spool::open(&config(dir.path()), 3000).expect("opens anyway");
+        let (spool, _parts) = Spool::open(&config(dir.path()), 3000, SECOND).expect("opens anyway");
         assert_eq!(spool.shared.corrupt.load(Ordering::Relaxed), 1);
         let aside = std::fs::read_dir(&spool_dir)
             .expect("list")

@@ -64,9 +64,16 @@ pub struct Totals {
     pub oldest_ms: Option<u64>,
 }
 
+/// The WAL is cut back to this after a checkpoint.
+const WAL_SIZE_LIMIT_BYTES: i64 = 64 << 20;
+
 /// Opens (creating when missing) the database at `path`. `durable` commits
 /// fsync the WAL (the appender's); others are only ordered (the drainer's
-/// deletes: losing one re-sends a record, which Sentry dedupes).
+/// deletes: losing one re-sends a record, which Sentry dedupes). No
+/// connection checkpoints by itself: an automatic checkpoint runs inside
+/// the commit that crosses its threshold, copying megabytes and fsyncing the
+/// database while every request of that batch waits; [`checkpoint`] runs
+/// from a connection of its own instead.
 pub fn open(path: &Path, durable: bool) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -75,8 +82,16 @@ pub fn open(path: &Path, durable: bool) -> rusqlite::Result<Connection> {
         return Err(rusqlite::Error::InvalidParameterName(format!("journal_mode is {mode}, not wal")));
     }
     conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
     conn.execute_batch(SCHEMA)?;
     Ok(conn)
+}
+
+/// Copies what the WAL holds into the database (PASSIVE: it waits for no
+/// one and blocks no writer), so that the WAL does not grow without end.
+pub fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }
 
 /// Whether `error` says the file is not a database SQLite can use.
@@ -115,22 +130,43 @@ pub fn insert<'a>(
     tx.commit()
 }
 
-/// Up to `limit` rows after `after_id`, oldest first.
+/// Up to `limit` rows after `after_id`, oldest first. A row whose fields
+/// cannot be read comes back as a corrupt row, not as an error for all.
 pub fn read_after(conn: &Connection, after_id: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
     let mut select = conn.prepare_cached(
         "SELECT id, size, checksum, topic, key, headers, value FROM records WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
-    let rows = select.query_map(params![after_id, limit as i64], |r| {
-        let id: i64 = r.get(0)?;
-        let size: i64 = r.get(1)?;
-        let sum: i64 = r.get(2)?;
-        let fields = (|| -> rusqlite::Result<[Vec<u8>; 4]> { Ok([r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?]) })();
-        let record = fields
-            .map_err(|e| format!("unreadable row: {e}"))
-            .and_then(|[topic, key, headers, value]| decode(sum as u64, topic, key, &headers, value));
-        Ok(Row { id, size: u64::try_from(size).unwrap_or(0), record })
-    })?;
+    let rows = select.query_map(params![after_id, limit as i64], |r| Ok(row(r)))?;
     rows.collect()
+}
+
+/// Up to `limit` ids after `after_id`: what is left to read one row at a
+/// time when a batch read fails (a corrupt page).
+pub fn ids_after(conn: &Connection, after_id: i64, limit: usize) -> rusqlite::Result<Vec<i64>> {
+    let mut select = conn.prepare_cached("SELECT id FROM records WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+    let ids = select.query_map(params![after_id, limit as i64], |r| r.get(0))?;
+    ids.collect()
+}
+
+/// The row `id` alone; unreadable, it comes back corrupt.
+pub fn read_one(conn: &Connection, id: i64) -> Row {
+    let read = conn
+        .prepare_cached("SELECT id, size, checksum, topic, key, headers, value FROM records WHERE id = ?1")
+        .and_then(|mut select| select.query_row([id], |r| Ok(row(r))));
+    read.unwrap_or_else(|e| Row { id, size: 0, record: Err(format!("unreadable row: {e}")) })
+}
+
+fn row(r: &rusqlite::Row<'_>) -> Row {
+    let id: i64 = r.get(0).unwrap_or(-1);
+    let fields = (|| -> rusqlite::Result<(i64, i64, [Vec<u8>; 4])> {
+        Ok((r.get(1)?, r.get(2)?, [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?]))
+    })();
+    match fields {
+        Ok((size, sum, [topic, key, headers, value])) => {
+            Row { id, size: u64::try_from(size).unwrap_or(0), record: decode(sum as u64, topic, key, &headers, value) }
+        }
+        Err(e) => Row { id, size: 0, record: Err(format!("unreadable row: {e}")) },
+    }
 }
 
 fn decode(sum: u64, topic: Vec<u8>, key: Vec<u8>, headers: &[u8], value: Vec<u8>) -> Result<SpoolRecord, String> {

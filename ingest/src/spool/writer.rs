@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Shared, SpoolError, SpoolRecord, now_ms, store};
+use super::{Shared, SpoolError, SpoolRecord, now_ms, store, sub};
 
 /// One record waiting to be made durable, and whom to tell.
 #[derive(Debug)]
@@ -77,15 +77,17 @@ impl Writer {
             return;
         }
         let now = now_ms();
+        let s = &self.shared;
+        // Counted before the commit: the drainer may read, deliver and
+        // subtract these records before this thread gets to count them.
+        let added: u64 = taken.iter().map(|a| a.record.size()).sum();
+        s.bytes.fetch_add(added, Ordering::Relaxed);
+        s.records.fetch_add(taken.len() as u64, Ordering::Relaxed);
         let started = Instant::now();
         let written = store::insert(&mut self.conn, taken.iter().map(|a| &a.record), now);
         metrics::histogram!(crate::metrics::SPOOL_FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
         match written {
             Ok(()) => {
-                let s = &self.shared;
-                let added: u64 = taken.iter().map(|a| a.record.size()).sum();
-                s.bytes.fetch_add(added, Ordering::Relaxed);
-                s.records.fetch_add(taken.len() as u64, Ordering::Relaxed);
                 s.appended.fetch_add(taken.len() as u64, Ordering::Relaxed);
                 // Only the first record into an empty spool sets the oldest.
                 s.oldest_ms.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed).ok();
@@ -98,6 +100,8 @@ impl Writer {
                 s.arrived.notify_one();
             }
             Err(e) => {
+                sub(&s.bytes, added);
+                sub(&s.records, taken.len() as u64);
                 let message = e.to_string();
                 tracing::error!(error = %message, records = taken.len(), "spool write failed: answering 503");
                 self.shared.set_error(Some(message.clone()));
