@@ -165,6 +165,10 @@ pub struct SpoolConfig {
     /// Most records made durable by one fsync (group commit: concurrent
     /// requests share one). Defaults to 1024.
     pub batch_max_records: usize,
+    /// Microseconds a commit waits for more records before its fsync, so
+    /// that a busy spool makes fewer, larger commits (as the producer's
+    /// `linger.ms`); 0 commits at once. Defaults to 1000.
+    pub commit_delay_us: u64,
     /// Records the drainer re-produces at once. Defaults to 256.
     pub drain_batch_records: usize,
     /// Longest wait between two drain attempts while Kafka does not take
@@ -180,6 +184,7 @@ impl Default for SpoolConfig {
             max_bytes: 1 << 30,
             max_age_secs: 7 * 86_400,
             batch_max_records: 1024,
+            commit_delay_us: 1000,
             drain_batch_records: 256,
             drain_retry_max_ms: 5000,
         }

@@ -178,6 +178,9 @@ fn validate_ingest(ingest: &super::IngestConfig) -> Result<(), ConfigError> {
     if !(1..=100_000).contains(&spool.batch_max_records) {
         return Err(key_error("ingest.spool.batch_max_records", "must be between 1 and 100000"));
     }
+    if spool.commit_delay_us > 100_000 {
+        return Err(key_error("ingest.spool.commit_delay_us", "must be at most 100000 microseconds"));
+    }
     if !(1..=10_000).contains(&spool.drain_batch_records) {
         return Err(key_error("ingest.spool.drain_batch_records", "must be between 1 and 10000"));
     }

@@ -2,9 +2,10 @@
 //! append waiting at that moment (up to `batch_max_records`) and commits them
 //! in one transaction, so that concurrent requests share one fsync.
 //!
-//! No timer batches: while one fsync runs, the next requests queue up and
-//! become the next batch, so a lone request waits for one fsync only and a
-//! busy spool makes its batches as large as the load.
+//! While one fsync runs, the next requests queue up and become the next
+//! batch; `ingest.spool.commit_delay_us` (like the producer's `linger.ms`)
+//! lets a batch gather a moment longer, so that a busy spool makes fewer,
+//! larger commits.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,6 +30,7 @@ pub struct Writer {
     shared: Arc<Shared>,
     max_bytes: u64,
     batch_max: usize,
+    linger: std::time::Duration,
 }
 
 impl Writer {
@@ -38,8 +40,9 @@ impl Writer {
         shared: Arc<Shared>,
         max_bytes: u64,
         batch_max: usize,
+        linger: std::time::Duration,
     ) -> Self {
-        Self { conn, queue, shared, max_bytes, batch_max }
+        Self { conn, queue, shared, max_bytes, batch_max, linger }
     }
 
     /// Runs until every [`super::Spool`] handle is gone. Blocking: run it on
@@ -49,15 +52,25 @@ impl Writer {
         let mut batch = Vec::with_capacity(self.batch_max);
         while let Some(first) = self.queue.blocking_recv() {
             batch.push(first);
-            while batch.len() < self.batch_max {
-                match self.queue.try_recv() {
-                    Ok(append) => batch.push(append),
-                    Err(_) => break,
-                }
+            self.take_waiting(&mut batch);
+            // Under load, a moment's wait fills the batch: fewer, larger
+            // commits (each fsync is a disk flush and, in a VM, an exit).
+            if !self.linger.is_zero() && batch.len() < self.batch_max {
+                std::thread::sleep(self.linger);
+                self.take_waiting(&mut batch);
             }
             self.commit(&mut batch);
         }
         Ok(())
+    }
+
+    fn take_waiting(&mut self, batch: &mut Vec<Append>) {
+        while batch.len() < self.batch_max {
+            match self.queue.try_recv() {
+                Ok(append) => batch.push(append),
+                Err(_) => break,
+            }
+        }
     }
 
     fn commit(&mut self, batch: &mut Vec<Append>) {
