@@ -91,7 +91,6 @@ impl Ingest {
             let (spool, parts) = Spool::open(&config.ingest.spool, port, append_timeout)?;
             let spool = Arc::new(spool);
             supervisor.spawn_blocking("spool-writer", Lifetime::UntilShutdown, move || parts.writer.run());
-            supervisor.spawn("spool-checkpoint", Lifetime::UntilShutdown, parts.checkpointer.run(shutdown.clone()));
             Some((spool, parts.drain_conn))
         } else {
             None

@@ -114,7 +114,10 @@ async fn pass(
     let mut cursor = 0;
     let mut delivered_any = false;
     while !stop.is_cancelled() {
-        let rows = read_batch(conn, cursor, batch).await?;
+        // While Kafka is down, one record probes it: not a whole batch of
+        // sends each waiting out the produce timeout.
+        let limit = if kafka.down_for().is_some() { 1 } else { batch };
+        let rows = read_batch(conn, cursor, limit).await?;
         let Some(last) = rows.last() else {
             if cursor == 0 {
                 resync(conn, shared).await?;

@@ -110,40 +110,6 @@ pub struct Spool {
 pub struct Parts {
     pub writer: Writer,
     pub drain_conn: rusqlite::Connection,
-    pub checkpointer: Checkpointer,
-}
-
-/// Checkpoints the WAL every [`CHECKPOINT_EVERY`], on a connection of its own.
-#[derive(Debug)]
-pub struct Checkpointer(rusqlite::Connection);
-
-/// How often the WAL is copied into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-
-impl Checkpointer {
-    /// Runs until `shutdown`. A failed checkpoint is logged; the next may work.
-    pub async fn run(self, shutdown: cyclops_common::shutdown::CancellationToken) -> Result<(), SpoolError> {
-        let conn = std::sync::Arc::new(Mutex::new(self.0));
-        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.cancelled() => return Ok(()),
-            }
-            let conn = conn.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                let conn = conn.lock().map_err(|_| "connection lock poisoned".to_owned())?;
-                store::checkpoint(&conn).map_err(|e| e.to_string())
-            })
-            .await;
-            match done {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "spool checkpoint failed; trying again"),
-                Err(e) => return Err(SpoolError::Write(format!("checkpoint task: {e}"))),
-            }
-        }
-    }
 }
 
 impl Spool {
@@ -161,9 +127,9 @@ impl Spool {
         let open_all = || -> rusqlite::Result<_> {
             let append = store::open(&path, true)?;
             let totals = store::totals(&append)?;
-            Ok((append, store::open(&path, false)?, store::open(&path, false)?, totals))
+            Ok((append, store::open(&path, false)?, totals))
         };
-        let (append_conn, drain_conn, checkpoint_conn, totals) = match open_all() {
+        let (append_conn, drain_conn, totals) = match open_all() {
             Ok(opened) => opened,
             Err(e) if store::is_corrupt(&e) => {
                 let aside = move_aside(&path).map_err(dir_error)?;
@@ -194,7 +160,7 @@ impl Spool {
             append_timeout,
             _lock: lock,
         };
-        Ok((spool, Parts { writer, drain_conn, checkpointer: Checkpointer(checkpoint_conn) }))
+        Ok((spool, Parts { writer, drain_conn }))
     }
 
     /// Makes `record` durable; returns once it is fsynced, or fails after

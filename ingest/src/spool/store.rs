@@ -72,8 +72,8 @@ const WAL_SIZE_LIMIT_BYTES: i64 = 64 << 20;
 /// deletes: losing one re-sends a record, which Sentry dedupes). No
 /// connection checkpoints by itself: an automatic checkpoint runs inside
 /// the commit that crosses its threshold, copying megabytes and fsyncing the
-/// database while every request of that batch waits; [`checkpoint`] runs
-/// from a connection of its own instead.
+/// database while every request of that batch waits; the writer calls
+/// [`checkpoint`] between batches instead, after it has answered one.
 pub fn open(path: &Path, durable: bool) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -89,7 +89,10 @@ pub fn open(path: &Path, durable: bool) -> rusqlite::Result<Connection> {
 }
 
 /// Copies what the WAL holds into the database (PASSIVE: it waits for no
-/// one and blocks no writer), so that the WAL does not grow without end.
+/// reader). Run by the only appender between its commits, it completes, and
+/// the next commit starts the WAL over: it never grows past a checkpoint's
+/// worth (and `journal_size_limit`). A checkpoint on another connection
+/// would not complete under a steady load, and the WAL would grow without end.
 pub fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }

@@ -31,7 +31,14 @@ pub struct Writer {
     max_bytes: u64,
     batch_max: usize,
     linger: std::time::Duration,
+    /// Record bytes committed since the last checkpoint.
+    since_checkpoint: u64,
 }
+
+/// The WAL is checkpointed once this many record bytes went into it: a
+/// quarter of SQLite's own default (1000 pages), so that each checkpoint
+/// holds the next batch back for a shorter time.
+const CHECKPOINT_BYTES: u64 = 1 << 20;
 
 impl Writer {
     pub(super) fn new(
@@ -42,7 +49,7 @@ impl Writer {
         batch_max: usize,
         linger: std::time::Duration,
     ) -> Self {
-        Self { conn, queue, shared, max_bytes, batch_max, linger }
+        Self { conn, queue, shared, max_bytes, batch_max, linger, since_checkpoint: 0 }
     }
 
     /// Runs until every [`super::Spool`] handle is gone. Blocking: run it on
@@ -111,6 +118,14 @@ impl Writer {
                     append.done.send(Ok(())).ok();
                 }
                 s.arrived.notify_one();
+                // After the answers: the next batch waits for it, this one does not.
+                self.since_checkpoint += added;
+                if self.since_checkpoint >= CHECKPOINT_BYTES {
+                    self.since_checkpoint = 0;
+                    if let Err(e) = store::checkpoint(&self.conn) {
+                        tracing::warn!(error = %e, "spool checkpoint failed; trying again later");
+                    }
+                }
             }
             Err(e) => {
                 sub(&s.bytes, added);

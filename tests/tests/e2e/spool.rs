@@ -373,3 +373,33 @@ async fn with_its_log_pipes_closed_ingest_still_serves_and_stops_on_sigterm() {
     let exit = exit.expect("SIGTERM still stops it").expect("wait");
     assert!(exit.success(), "a graceful stop: {exit:?}");
 }
+
+#[tokio::test]
+async fn in_enqueue_mode_events_kafka_then_fails_to_take_are_spooled_and_delivered() {
+    let mut kafka = OwnKafka::start().await.expect("own kafka");
+    kafka.warm_up().await.expect("warm");
+    let mut config = config(&kafka.brokers);
+    config.ingest.ack = cyclops_common::config::AckMode::Enqueue;
+    config.ingest.produce_timeout_ms = 1000;
+    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let ingest = spawn_ingest(config).await.expect("ingest");
+    let base = ingest.url("");
+    assert_eq!(load(&base, 1, 1).await[0].durability.as_deref(), Some("queued"), "the topic exists");
+
+    kafka.kill().await.expect("kafka killed");
+    // Answered once queued; their deliveries fail a produce timeout later.
+    let queued = load(&base, 20, 4).await;
+    assert!(queued.iter().all(|a| a.status == 200), "{queued:?}");
+    let spooled = wait_for(Duration::from_secs(30), "the failed deliveries in the spool", || async {
+        let spool = count(&base).await["spool"].clone();
+        (spool["appended"].as_u64() >= Some(20)).then_some(spool)
+    })
+    .await;
+    assert!(spooled.is_ok(), "an event answered 200 whose delivery failed was not spooled");
+
+    kafka.restart().await.expect("kafka back");
+    let ids: HashSet<String> = queued.iter().map(|a| a.id.clone()).collect();
+    let keys = read_keys_until(&kafka.brokers, &topic, &ids, Duration::from_secs(120)).await;
+    assert!(ids.is_subset(&keys), "{} of {} in Kafka", ids.intersection(&keys).count(), ids.len());
+    ingest.stop().await.expect("stops");
+}
