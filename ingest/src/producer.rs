@@ -101,6 +101,11 @@ impl EventProducer {
             // Past this, the delivery fails: the event goes to the spool (or the SDK gets a 503).
             .set("message.timeout.ms", config.ingest.produce_timeout_ms.to_string())
             .set("message.max.bytes", max_message_bytes.to_string())
+            // A topic missing from the metadata fails its records after this
+            // (30 s by default), which is how a topic deleted under a running
+            // ingest is noticed and created again: well within a produce
+            // timeout, so that one record waiting for it sees it happen.
+            .set("topic.metadata.propagation.max.ms", (config.ingest.produce_timeout_ms / 2).max(100).to_string())
             .set("queue.buffering.max.kbytes", QUEUE_MIN_KBYTES.max(2 * max_message_bytes / 1024).to_string())
             .set("linger.ms", "1")
             // Every SDK waits on this socket: Nagle's algorithm would hold a

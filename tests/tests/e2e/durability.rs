@@ -103,9 +103,9 @@ async fn a_project_topic_deleted_under_a_running_ingest_is_created_again() {
     .await;
     assert!(gone.is_ok(), "the broker still has the deleted topic");
     // Events fail (timeouts, so they are spooled) until librdkafka gives the
-    // topic up as unknown (`topic.metadata.propagation.max.ms`, 30 s); then
-    // the topic must be created again (the broker does not create topics)
-    // and events go to Kafka again.
+    // topic up as unknown (`topic.metadata.propagation.max.ms`, half the
+    // produce timeout); then the topic must be created again (the broker
+    // does not create topics) and events go to Kafka again.
     let stored = cyclops_tests::wait_for(Duration::from_secs(120), "an event in Kafka after the deletion", || async {
         let response = submit(&ingest).await;
         let durability = response.headers().get("x-cyclops-durability").and_then(|v| v.to_str().ok());
