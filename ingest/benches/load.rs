@@ -466,17 +466,17 @@ fn main() {
         let only = std::env::var("CYCLOPS_BENCH_ONLY").ok();
         let wanted = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == name));
         let null = if wanted("null") { run_null(bodies.clone()).await } else { Row::skipped("null handler") };
-        let accept = if wanted("accept") {
-            run_ingest("ingest, accept path", u64::MAX / 2, Storage::Kafka, bodies.clone()).await
-        } else {
-            Row::skipped("ingest, accept path")
-        };
         // CYCLOPS_BENCH_BASELINE_INGEST=PATH: the accept path of another
         // build (an older commit's binary) in the same run, for a before/after.
         let baseline_bin = std::env::var("CYCLOPS_BENCH_BASELINE_INGEST").ok();
         let baseline = match baseline_bin.as_deref().filter(|_| wanted("baseline")) {
             Some(bin) => run_binary("ingest, accept path, baseline build", bin, u64::MAX / 2, Storage::Kafka, bodies.clone()).await,
             None => Row::skipped("ingest, accept path, baseline build"),
+        };
+        let accept = if wanted("accept") {
+            run_ingest("ingest, accept path", u64::MAX / 2, Storage::Kafka, bodies.clone()).await
+        } else {
+            Row::skipped("ingest, accept path")
         };
         let spool = if wanted("spool") {
             run_ingest("ingest, spool path (Kafka stopped)", u64::MAX / 2, Storage::Spool, bodies.clone()).await

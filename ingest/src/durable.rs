@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cyclops_common::config::AckMode;
-use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
+use cyclops_common::record::RecordHeaders;
+use rdkafka::message::{Message, OwnedMessage};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
@@ -74,7 +75,8 @@ impl KafkaState {
 
     /// Kafka took a record.
     pub fn up(&self) {
-        if self.down_since_ms.swap(0, Ordering::AcqRel) != 0 {
+        // A load first: the common case (up already) writes nothing.
+        if self.down_since_ms.load(Ordering::Acquire) != 0 && self.down_since_ms.swap(0, Ordering::AcqRel) != 0 {
             metrics::gauge!(crate::metrics::KAFKA_DOWN).set(0.0);
             tracing::warn!("kafka takes events again");
         }
@@ -95,15 +97,17 @@ pub struct Outgoing<'a> {
     pub topic: &'a str,
     pub key: &'a str,
     pub value: &'a [u8],
-    pub headers: OwnedHeaders,
+    pub headers: &'a RecordHeaders,
 }
 
 impl Outgoing<'_> {
+    /// The record for the spool; its headers are built again, exactly as
+    /// they went to Kafka (cheaper than a copy of them on every event).
     fn to_spool(&self) -> SpoolRecord {
         SpoolRecord {
             topic: self.topic.to_owned(),
             key: self.key.as_bytes().to_vec(),
-            headers: header_pairs(&self.headers),
+            headers: header_pairs(&self.headers.to_kafka()),
             value: self.value.to_vec(),
         }
     }
@@ -136,7 +140,7 @@ impl Store {
         }
         let started = Instant::now();
         let in_flight = self.stats.in_flight();
-        let headers = out.headers.clone();
+        let headers = out.headers.to_kafka();
         let sent = match self.ack {
             AckMode::Acknowledged => {
                 self.producer.send_acknowledged(out.topic, out.key.as_bytes(), out.value, headers).await.map(|()| {

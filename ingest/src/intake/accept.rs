@@ -161,7 +161,7 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
             categories: understood.categories.clone(),
         };
         let topic = topic_name(&intake.config.topic_prefix, project_id);
-        let out = Outgoing { topic: &topic, key: event_id, value, headers: record.to_kafka() };
+        let out = Outgoing { topic: &topic, key: event_id, value, headers: &record };
         match intake.store.store(out).await {
             Ok(durability) => fate = Fate::Processed(durability),
             Err(e) => {
