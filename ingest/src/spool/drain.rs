@@ -11,6 +11,7 @@
 //! lost in a crash, a record spooled after a late acknowledgement); Sentry
 //! dedupes them by event id.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use futures::future::join_all;
 use super::store::{self, Row};
 use super::{Shared, kafka_headers, sub};
 use crate::durable::KafkaState;
-use crate::producer::EventProducer;
+use crate::producer::{EventProducer, ProduceError};
 
 /// First wait after a pass that delivered nothing.
 const RETRY_MIN: Duration = Duration::from_millis(100);
@@ -53,6 +54,7 @@ impl Drainer {
         let Self { conn, shared, producer, kafka, batch, retry_max, max_age } = self;
         let conn = Arc::new(Mutex::new(conn));
         let mut retry = RETRY_MIN;
+        let mut undeleted = Undeleted::default();
         let mut warned_age = false;
         while !stop.is_cancelled() {
             shared.publish();
@@ -78,7 +80,7 @@ impl Drainer {
                 }
                 continue;
             }
-            let delivered = match pass(&conn, &shared, &producer, &kafka, batch, &stop).await {
+            let delivered = match pass(&conn, &shared, &producer, &kafka, batch, &mut undeleted, &stop).await {
                 Ok(delivered) => delivered,
                 // The disk may recover (and a restart would meet the same disk): retry.
                 Err(e) => {
@@ -102,6 +104,57 @@ impl Drainer {
     }
 }
 
+/// Rows Kafka already has (or corrupt ones to drop) whose delete failed —
+/// a full disk: SQLite needs room in the WAL to delete. They are not sent
+/// again, and their delete is retried at each pass. A restart forgets them
+/// (they are sent once more; Sentry dedupes by event id).
+#[derive(Debug, Default)]
+pub struct Undeleted {
+    /// id → (size, corrupt)
+    rows: HashMap<i64, (u64, bool)>,
+}
+
+/// Most rows kept undeleted; past it the drainer stops sending until it can delete.
+const UNDELETED_MAX: usize = 100_000;
+
+/// Deletes `rows` (id, size, corrupt) and accounts for them; on failure
+/// keeps them in `undeleted`.
+async fn delete_done(
+    conn: &Arc<Mutex<rusqlite::Connection>>,
+    shared: &Shared,
+    undeleted: &mut Undeleted,
+    rows: Vec<(i64, u64, bool)>,
+    retrying: bool,
+) -> Result<(), DrainError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = rows.iter().map(|(id, _, _)| *id).collect();
+    if let Err(e) = blocking(conn, move |c| store::delete(c, &ids)).await {
+        if retrying {
+            tracing::debug!(error = %e, records = rows.len(), "drained records still cannot be deleted");
+        } else {
+            tracing::error!(error = %e, records = rows.len(), "cannot delete drained records (disk full?): they are kept, not sent again, and deleted later");
+        }
+        shared.set_error(Some(e.to_string()));
+        undeleted.rows.extend(rows.into_iter().map(|(id, size, corrupt)| (id, (size, corrupt))));
+        return Ok(());
+    }
+    let corrupt = rows.iter().filter(|(_, _, c)| *c).count() as u64;
+    let delivered = rows.len() as u64 - corrupt;
+    let freed: u64 = rows.iter().map(|(_, size, _)| size).sum();
+    let oldest = blocking(conn, |c| store::oldest(c)).await?;
+    sub(&shared.records, rows.len() as u64);
+    sub(&shared.bytes, freed);
+    shared.oldest_ms.store(oldest.unwrap_or(0), Ordering::Relaxed);
+    shared.drained.fetch_add(delivered, Ordering::Relaxed);
+    shared.corrupt.fetch_add(corrupt, Ordering::Relaxed);
+    metrics::counter!(crate::metrics::SPOOL_DRAINED).increment(delivered);
+    metrics::counter!(crate::metrics::SPOOL_CORRUPT).increment(corrupt);
+    shared.publish();
+    Ok(())
+}
+
 /// One pass over the spool; true when it delivered anything.
 async fn pass(
     conn: &Arc<Mutex<rusqlite::Connection>>,
@@ -109,58 +162,48 @@ async fn pass(
     producer: &EventProducer,
     kafka: &KafkaState,
     batch: usize,
+    undeleted: &mut Undeleted,
     stop: &CancellationToken,
 ) -> Result<bool, DrainError> {
+    let retry: Vec<(i64, u64, bool)> = undeleted.rows.drain().map(|(id, (size, c))| (id, size, c)).collect();
+    delete_done(conn, shared, undeleted, retry, true).await?;
     let mut cursor = 0;
     let mut delivered_any = false;
-    while !stop.is_cancelled() {
+    // Records Kafka refused one by one (not as a whole) in this pass.
+    let mut refused: Option<(u64, ProduceError)> = None;
+    while !stop.is_cancelled() && undeleted.rows.len() < UNDELETED_MAX {
         // While Kafka is down, one record probes it: not a whole batch of
         // sends each waiting out the produce timeout.
         let limit = if kafka.down_for().is_some() { 1 } else { batch };
-        let rows = read_batch(conn, cursor, limit).await?;
+        let mut rows = read_batch(conn, cursor, limit).await?;
         let Some(last) = rows.last() else {
-            if cursor == 0 {
+            if cursor == 0 && undeleted.rows.is_empty() {
                 resync(conn, shared).await?;
             }
             break;
         };
         cursor = last.id;
+        rows.retain(|row| !undeleted.rows.contains_key(&row.id));
         let sends = rows.iter().map(|row| async move {
             let record = row.record.as_ref().ok()?;
             let headers = kafka_headers(&record.headers);
             Some(producer.send_acknowledged(&record.topic, &record.key, &record.value, headers).await)
         });
         let outcomes = join_all(sends).await;
-        let (mut done, mut freed, mut failure, mut corrupt) = (Vec::new(), 0, None, 0u64);
+        let (mut done, mut failure) = (Vec::new(), None);
         for (row, outcome) in rows.iter().zip(outcomes) {
             match outcome {
-                Some(Ok(())) => {
-                    done.push(row.id);
-                    freed += row.size;
-                }
+                Some(Ok(())) => done.push((row.id, row.size, false)),
                 Some(Err(e)) => failure = Some(e),
                 None => {
                     corrupt_row(row);
-                    corrupt += 1;
-                    done.push(row.id);
-                    freed += row.size;
+                    done.push((row.id, row.size, true));
                 }
             }
         }
-        let delivered = done.len() as u64 - corrupt;
-        if !done.is_empty() {
-            let ids = done.clone();
-            blocking(conn, move |c| store::delete(c, &ids)).await?;
-            let oldest = blocking(conn, |c| store::oldest(c)).await?;
-            sub(&shared.records, done.len() as u64);
-            sub(&shared.bytes, freed);
-            shared.oldest_ms.store(oldest.unwrap_or(0), Ordering::Relaxed);
-            shared.drained.fetch_add(delivered, Ordering::Relaxed);
-            shared.corrupt.fetch_add(corrupt, Ordering::Relaxed);
-            metrics::counter!(crate::metrics::SPOOL_DRAINED).increment(delivered);
-            metrics::counter!(crate::metrics::SPOOL_CORRUPT).increment(corrupt);
-            shared.publish();
-        }
+        let delivered = done.iter().filter(|(_, _, corrupt)| !corrupt).count();
+        let failed = (rows.len() - done.len()) as u64;
+        delete_done(conn, shared, undeleted, done, false).await?;
         if delivered > 0 {
             delivered_any = true;
             kafka.up();
@@ -173,7 +216,13 @@ async fn pass(
                 kafka.down(&e);
                 break;
             }
+            refused = Some((refused.map_or(0, |(n, _)| n) + failed, e));
         }
+    }
+    // Once per pass, and passes that deliver nothing back off to
+    // drain_retry_max_ms: a record Kafka refuses for good is seen in the log.
+    if let Some((records, error)) = refused {
+        tracing::warn!(records, error = %error, "kafka refused spooled records one by one; they stay spooled and are retried");
     }
     Ok(delivered_any)
 }

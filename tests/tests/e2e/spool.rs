@@ -403,3 +403,80 @@ async fn in_enqueue_mode_events_kafka_then_fails_to_take_are_spooled_and_deliver
     assert!(ids.is_subset(&keys), "{} of {} in Kafka", ids.intersection(&keys).count(), ids.len());
     ingest.stop().await.expect("stops");
 }
+
+/// A tmpfs of `size`, unmounted on drop (the tests run as root, as CI does).
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a tmpfs needs root (as CI has)");
+        Self(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        std::process::Command::new("umount").arg("-l").arg(self.0.path()).status().ok();
+    }
+}
+
+#[tokio::test]
+async fn a_spool_whose_disk_is_full_answers_503_spool_error_and_keeps_what_it_has() {
+    let disk = SmallDisk::mount("512k");
+    let mut kafka = OwnKafka::start().await.expect("own kafka");
+    kafka.warm_up().await.expect("warm");
+    let mut config = config(&kafka.brokers);
+    config.ingest.max_event_bytes = 16 << 10;
+    config.ingest.max_envelope_bytes = 16 << 10;
+    // Far more than the disk holds: the disk fills first.
+    config.ingest.spool.max_bytes = 64 << 20;
+    config.ingest.spool.dir = disk.0.path().join("spool").display().to_string();
+    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let ingest = spawn_ingest(config).await.expect("ingest");
+    let base = ingest.url("");
+    assert_eq!(load(&base, 1, 1).await[0].status, 200, "the topic exists");
+    kafka.kill().await.expect("kafka killed");
+
+    let client = reqwest::Client::new();
+    let mut spooled = HashSet::new();
+    let mut refused = None;
+    for _ in 0..200 {
+        let answer = send_one(&client, &base, 8 << 10).await;
+        if answer.status == 200 {
+            spooled.insert(answer.id);
+        } else {
+            refused = Some(answer);
+            break;
+        }
+    }
+    let refused = refused.expect("the disk fills up");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(!spooled.is_empty(), "some fit before the disk filled");
+    let counted = count(&base).await;
+    assert!(counted["rejected_by_reason"]["spool_error"].as_u64() >= Some(1), "{counted}");
+    assert!(counted["spool"]["last_error"].as_str().is_some(), "{counted}");
+
+    kafka.restart().await.expect("kafka back");
+    let keys = read_keys_until(&kafka.brokers, &topic, &spooled, Duration::from_secs(120)).await;
+    assert!(spooled.is_subset(&keys), "what was spooled before the disk filled still drains");
+    // The disk is still full, so the drained records cannot be deleted:
+    // they must not be sent again and again meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stored =
+        cyclops_tests::kafka::read_records_from(&kafka.brokers, &topic, usize::MAX, Duration::from_secs(5)).await;
+    assert!(
+        stored.len() <= 2 * (spooled.len() + 1),
+        "{} records in Kafka for {} events",
+        stored.len(),
+        spooled.len() + 1
+    );
+    let spool = count(&base).await["spool"].clone();
+    assert!(spool["records"].as_u64() >= Some(1), "not deleted while the disk is full: {spool}");
+    ingest.stop().await.expect("stops");
+}
