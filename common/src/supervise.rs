@@ -46,7 +46,7 @@ pub struct TaskFailed {
 /// The background tasks of one service.
 #[derive(Debug)]
 pub struct Supervisor {
-    tasks: JoinSet<(&'static str, Lifetime, Result<(), String>)>,
+    tasks: JoinSet<TaskEnd>,
     /// Names by tokio task id, to name a task that panicked.
     names: std::collections::HashMap<tokio::task::Id, &'static str>,
     shutdown: CancellationToken,
@@ -107,24 +107,7 @@ impl Supervisor {
             let Some(joined) = self.tasks.join_next_with_id().await else {
                 return std::future::pending().await;
             };
-            let failure = match joined {
-                Ok((id, (name, lifetime, outcome))) => {
-                    self.names.remove(&id);
-                    match outcome {
-                        Err(why) => Some(TaskFailed { task: name, why }),
-                        Ok(()) if lifetime == Lifetime::UntilShutdown && !self.shutdown.is_cancelled() => {
-                            Some(TaskFailed { task: name, why: "ended before shutdown".into() })
-                        }
-                        Ok(()) => None,
-                    }
-                }
-                Err(e) => {
-                    let task = self.names.remove(&e.id()).unwrap_or("unnamed");
-                    let why = if e.is_panic() { panic_text(e.into_panic()) } else { "cancelled".into() };
-                    Some(TaskFailed { task, why })
-                }
-            };
-            if let Some(failure) = failure {
+            if let Some(failure) = self.judge(joined) {
                 tracing::error!(task = failure.task, why = %failure.why, "a background task failed: the service stops");
                 self.failed.set(failure.clone()).ok();
                 return failure;
@@ -136,10 +119,9 @@ impl Supervisor {
     /// the rest. A task failing meanwhile is returned.
     pub async fn finish(mut self, grace: Duration) -> Option<TaskFailed> {
         let wait = async {
-            while !self.tasks.is_empty() {
-                let failure = self.watch_once().await;
-                if failure.is_some() {
-                    return failure;
+            while let Some(joined) = self.tasks.join_next_with_id().await {
+                if let Some(failure) = self.judge(joined) {
+                    return Some(failure);
                 }
             }
             None
@@ -155,21 +137,37 @@ impl Supervisor {
         }
     }
 
-    /// One joined task, as [`Self::watch`] judges it (at shutdown, where
-    /// ending is expected).
-    async fn watch_once(&mut self) -> Option<TaskFailed> {
-        match self.tasks.join_next_with_id().await? {
-            Ok((id, (name, _, outcome))) => {
+    /// Whether a task that ended failed: an error or a panic always; ending
+    /// (or being cancelled) only before shutdown, and only for a task meant
+    /// to run until then.
+    fn judge(&mut self, joined: Joined) -> Option<TaskFailed> {
+        let early = !self.shutdown.is_cancelled();
+        match joined {
+            Ok((id, (task, lifetime, outcome))) => {
                 self.names.remove(&id);
-                outcome.err().map(|why| TaskFailed { task: name, why })
+                match outcome {
+                    Err(why) => Some(TaskFailed { task, why }),
+                    Ok(()) if lifetime == Lifetime::UntilShutdown && early => {
+                        Some(TaskFailed { task, why: "ended before shutdown".into() })
+                    }
+                    Ok(()) => None,
+                }
             }
             Err(e) => {
                 let task = self.names.remove(&e.id()).unwrap_or("unnamed");
-                e.is_panic().then(|| TaskFailed { task, why: panic_text(e.into_panic()) })
+                match e.is_panic() {
+                    true => Some(TaskFailed { task, why: panic_text(e.into_panic()) }),
+                    false => early.then(|| TaskFailed { task, why: "cancelled".into() }),
+                }
             }
         }
     }
 }
+
+/// What joining one supervised task gives.
+type Joined = Result<(tokio::task::Id, TaskEnd), tokio::task::JoinError>;
+/// A supervised task's name, lifetime and outcome.
+type TaskEnd = (&'static str, Lifetime, Result<(), String>);
 
 fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
     let text = payload
@@ -224,7 +222,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tasks_that_end_at_shutdown_are_not_failures() {
+    async fn a_blocking_service_task_that_ends_early_is_a_failure() {
         let shutdown = CancellationToken::new();
         let mut supervisor = Supervisor::new(shutdown.clone());
         let stop = shutdown.clone();
@@ -235,6 +233,11 @@ mod tests {
         supervisor.spawn_blocking("blocking", Lifetime::UntilShutdown, || Ok::<(), String>(()));
         let watched = tokio::time::timeout(Duration::from_millis(100), supervisor.watch()).await;
         assert!(watched.is_ok(), "the blocking task ended before shutdown: a failure");
+    }
+
+    #[tokio::test]
+    async fn tasks_that_end_at_shutdown_are_not_failures() {
+        let shutdown = CancellationToken::new();
         let mut supervisor = Supervisor::new(shutdown.clone());
         let stop = shutdown.clone();
         supervisor.spawn("loop", Lifetime::UntilShutdown, async move {

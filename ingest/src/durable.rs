@@ -185,20 +185,23 @@ impl Store {
             let (error, message) = match delivery.await {
                 Ok(Ok(_)) => {
                     kafka.up();
-                    return stats.acknowledged_after(started.elapsed());
+                    stats.acknowledged_after(started.elapsed());
+                    return;
                 }
                 Ok(Err((e, message))) => (e, message),
                 Err(_) => {
                     metrics::counter!(crate::metrics::LOST_AFTER_ENQUEUE).increment(1);
-                    return tracing::error!("producer dropped an event answered 200 (ack = enqueue)");
+                    tracing::error!("producer dropped an event answered 200 (ack = enqueue)");
+                    return;
                 }
             };
             producer.delivery_failed(message.topic(), &error);
             let Some(spool) = spool else {
                 metrics::counter!(crate::metrics::LOST_AFTER_ENQUEUE).increment(1);
-                return tracing::error!(topic = message.topic(), error = %error, "an event answered 200 (ack = enqueue) was not stored");
+                tracing::error!(topic = message.topic(), error = %error, "an event answered 200 (ack = enqueue) was not stored");
+                return;
             };
-            if crate::producer::ProduceError::Send(error.clone()).kafka_unavailable() {
+            if crate::producer::says_kafka_unavailable(&error) {
                 kafka.down(&error);
             }
             if let Err(e) = spool.append(record_of(&message)).await {

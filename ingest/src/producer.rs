@@ -4,7 +4,7 @@
 //! a record is [`crate::durable`]'s business.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use cyclops_common::config::{AckMode, Config};
@@ -45,37 +45,43 @@ impl ProduceError {
     /// this one record or topic is refused: only the former sends the next
     /// events straight to the spool.
     pub fn kafka_unavailable(&self) -> bool {
-        use RDKafkaErrorCode as C;
         match self {
             Self::Timeout(_) => true,
             Self::CreateTopic { unanswered, .. } => *unanswered,
-            Self::Send(e) => matches!(
-                e.rdkafka_error_code(),
-                Some(
-                    C::MessageTimedOut
-                        | C::AllBrokersDown
-                        | C::BrokerTransportFailure
-                        | C::QueueFull
-                        | C::NotEnoughReplicas
-                        | C::NotEnoughReplicasAfterAppend
-                        | C::LeaderNotAvailable
-                        | C::NotLeaderForPartition
-                        | C::RequestTimedOut
-                        | C::NetworkException
-                        | C::KafkaStorageError
-                )
-            ),
+            Self::Send(e) => says_kafka_unavailable(e),
         }
     }
+}
+
+/// Whether a failed delivery says Kafka as a whole is not taking records
+/// (see [`ProduceError::kafka_unavailable`]).
+pub fn says_kafka_unavailable(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            C::MessageTimedOut
+                | C::AllBrokersDown
+                | C::BrokerTransportFailure
+                | C::QueueFull
+                | C::NotEnoughReplicas
+                | C::NotEnoughReplicasAfterAppend
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::KafkaStorageError
+        )
+    )
 }
 
 /// Produces events to their project's topic.
 pub struct EventProducer {
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
-    /// Topics known to exist; shared with the tasks that wait for `enqueue`
-    /// deliveries, which forget a topic whose delivery failed.
-    known_topics: Arc<Mutex<HashSet<String>>>,
+    /// Topics known to exist; a topic whose delivery failed as unknown is
+    /// forgotten ([`Self::delivery_failed`]).
+    known_topics: Mutex<HashSet<String>>,
     partitions: i32,
     replication: i32,
     max_message_bytes: usize,
@@ -116,27 +122,13 @@ impl EventProducer {
         Ok(Self {
             producer,
             admin,
-            known_topics: Arc::new(Mutex::new(HashSet::new())),
+            known_topics: Mutex::new(HashSet::new()),
             partitions: config.kafka.topic_partitions,
             replication: config.kafka.topic_replication_factor,
             max_message_bytes,
             timeout,
             ack: config.ingest.ack,
         })
-    }
-
-    /// A delivery to `topic` failed because Kafka does not know the topic
-    /// (an operator deleted it, and the broker does not create topics): the
-    /// next event creates it again. Other failures (timeouts, an outage)
-    /// keep it known, so that a struggling cluster is not sent a
-    /// CreateTopics per request.
-    fn forget_if_gone(known: &Mutex<HashSet<String>>, topic: &str, error: &KafkaError) {
-        use rdkafka::types::RDKafkaErrorCode::{UnknownTopic, UnknownTopicOrPartition};
-        if matches!(error.rdkafka_error_code(), Some(UnknownTopic | UnknownTopicOrPartition))
-            && let Ok(mut known) = known.lock()
-        {
-            known.remove(topic);
-        }
     }
 
     /// How long to wait at exit for queued events, given what is `left` of
@@ -228,9 +220,18 @@ impl EventProducer {
         self.producer.send_result(record).map_err(|(e, _)| ProduceError::Send(e))
     }
 
-    /// Learns from a failed delivery to `topic` (see [`Self::forget_if_gone`]).
+    /// Learns from a failed delivery to `topic`: when Kafka does not know
+    /// the topic (an operator deleted it, and the broker does not create
+    /// topics), the next event creates it again. Other failures (timeouts,
+    /// an outage) keep it known, so that a struggling cluster is not sent a
+    /// CreateTopics per request.
     pub fn delivery_failed(&self, topic: &str, error: &KafkaError) {
-        Self::forget_if_gone(&self.known_topics, topic, error);
+        use rdkafka::types::RDKafkaErrorCode::{UnknownTopic, UnknownTopicOrPartition};
+        if matches!(error.rdkafka_error_code(), Some(UnknownTopic | UnknownTopicOrPartition))
+            && let Ok(mut known) = self.known_topics.lock()
+        {
+            known.remove(topic);
+        }
     }
 
     /// Fails every record still queued or in flight, so that its delivery

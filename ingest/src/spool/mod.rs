@@ -148,9 +148,7 @@ impl Spool {
             tracing::warn!(records = totals.records, bytes = totals.bytes, dir = %dir.display(), "the spool holds records from an earlier run: draining them into Kafka");
         }
         let (appends, queue) = mpsc::channel(QUEUE);
-        let linger = Duration::from_micros(config.commit_delay_us);
-        let writer =
-            Writer::new(append_conn, queue, shared.clone(), config.max_bytes, config.batch_max_records, linger);
+        let writer = Writer::new(append_conn, queue, shared.clone(), config);
         let spool = Self {
             appends,
             shared,

@@ -45,11 +45,17 @@ impl Writer {
         conn: rusqlite::Connection,
         queue: mpsc::Receiver<Append>,
         shared: Arc<Shared>,
-        max_bytes: u64,
-        batch_max: usize,
-        linger: std::time::Duration,
+        config: &cyclops_common::config::SpoolConfig,
     ) -> Self {
-        Self { conn, queue, shared, max_bytes, batch_max, linger, since_checkpoint: 0 }
+        Self {
+            conn,
+            queue,
+            shared,
+            max_bytes: config.max_bytes,
+            batch_max: config.batch_max_records,
+            linger: std::time::Duration::from_micros(config.commit_delay_us),
+            since_checkpoint: 0,
+        }
     }
 
     /// Runs until every [`super::Spool`] handle is gone. Blocking: run it on

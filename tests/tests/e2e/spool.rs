@@ -72,6 +72,20 @@ async fn load(base: &str, n: usize, concurrency: usize) -> Vec<Answer> {
     futures::stream::iter(0..n).map(|_| send_one(&client, base, 200)).buffer_unordered(concurrency).collect().await
 }
 
+/// 8 KiB events, one at a time, until one is not answered 200 (at most
+/// `most`): the ids answered 200, and the first refusal.
+async fn send_until_refused(client: &reqwest::Client, base: &str, most: usize) -> (HashSet<String>, Option<Answer>) {
+    let mut stored = HashSet::new();
+    for _ in 0..most {
+        let answer = send_one(client, base, 8 << 10).await;
+        if answer.status != 200 {
+            return (stored, Some(answer));
+        }
+        stored.insert(answer.id);
+    }
+    (stored, None)
+}
+
 async fn count(base: &str) -> Value {
     reqwest::get(format!("{base}/count")).await.expect("count").json().await.expect("json")
 }
@@ -227,20 +241,7 @@ async fn a_full_spool_answers_503_and_what_it_holds_still_drains() {
     kafka.kill().await.expect("kafka killed");
 
     let client = reqwest::Client::new();
-    let mut spooled = HashSet::new();
-    let mut full = None;
-    for _ in 0..40 {
-        let answer = send_one(&client, &base, 8 << 10).await;
-        match answer.status {
-            200 => {
-                spooled.insert(answer.id);
-            }
-            _ => {
-                full = Some(answer);
-                break;
-            }
-        }
-    }
+    let (spooled, full) = send_until_refused(&client, &base, 40).await;
     let full = full.expect("the spool fills up");
     assert_eq!(full.status, 503, "{full:?}");
     assert!((5..=8).contains(&spooled.len()), "64 KiB holds about seven 8 KiB events: {}", spooled.len());
@@ -444,17 +445,7 @@ async fn a_spool_whose_disk_is_full_answers_503_spool_error_and_keeps_what_it_ha
     kafka.kill().await.expect("kafka killed");
 
     let client = reqwest::Client::new();
-    let mut spooled = HashSet::new();
-    let mut refused = None;
-    for _ in 0..200 {
-        let answer = send_one(&client, &base, 8 << 10).await;
-        if answer.status == 200 {
-            spooled.insert(answer.id);
-        } else {
-            refused = Some(answer);
-            break;
-        }
-    }
+    let (spooled, refused) = send_until_refused(&client, &base, 200).await;
     let refused = refused.expect("the disk fills up");
     assert_eq!(refused.status, 503, "{refused:?}");
     assert!(!spooled.is_empty(), "some fit before the disk filled");
@@ -466,7 +457,9 @@ async fn a_spool_whose_disk_is_full_answers_503_spool_error_and_keeps_what_it_ha
     let keys = read_keys_until(&kafka.brokers, &topic, &spooled, Duration::from_secs(120)).await;
     assert!(spooled.is_subset(&keys), "what was spooled before the disk filled still drains");
     // The disk is still full, so the drained records cannot be deleted:
-    // they must not be sent again and again meanwhile.
+    // they must not be sent again and again meanwhile. (A sleep, not a poll:
+    // this waits for something that must not happen, through several drain
+    // passes of at most 500 ms.)
     tokio::time::sleep(Duration::from_secs(3)).await;
     let stored =
         cyclops_tests::kafka::read_records_from(&kafka.brokers, &topic, usize::MAX, Duration::from_secs(5)).await;
