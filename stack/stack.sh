@@ -90,6 +90,11 @@ install_debian_packages() {
   # rdkafka builds librdkafka from source (a C compiler and make); the SDK
   # tests run Python's sentry-sdk in virtualenvs (stack/sdks.sh).
   { command -v cc >/dev/null && command -v make >/dev/null; } || missing+=(build-essential)
+  # librdkafka's TLS and SASL SCRAM link the system OpenSSL (rdkafka's "ssl").
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+  # The cluster's certificates (cluster-up).
+  command -v openssl >/dev/null || missing+=(openssl)
   command -v python3 >/dev/null || missing+=(python3)
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
   [ ${#missing[@]} -eq 0 ] && return 0

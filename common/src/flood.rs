@@ -244,20 +244,13 @@ impl std::fmt::Debug for FloodFilter {
 
 impl FloodFilter {
     /// A filter passing `max_uses` per `window` (a zero window disables it),
-    /// shared through Redis at `redis_url` when given. The Redis connection
+    /// shared through `redis` when given. The Redis connection
     /// is made by the future [`Self::take_connector`] returns, which the
     /// service runs in the background; until then the filter counts in process.
-    pub fn new(
-        max_uses: u64,
-        window: Duration,
-        redis_url: Option<&str>,
-        prefix: &str,
-        timeout: Duration,
-    ) -> Result<Self, redis::RedisError> {
+    pub fn new(max_uses: u64, window: Duration, redis: Option<redis::Client>, prefix: &str, timeout: Duration) -> Self {
         let mut connector: Option<Connector> = None;
-        let redis = match redis_url {
-            Some(url) => {
-                let client = redis::Client::open(url)?;
+        let redis = match redis {
+            Some(client) => {
                 let counter = std::sync::Arc::new(RedisCounter {
                     conn: std::sync::RwLock::new(None),
                     connected: tokio::sync::Notify::new(),
@@ -273,7 +266,7 @@ impl FloodFilter {
             None => None,
         };
         metrics::gauge!(names::FALLBACK_ACTIVE).set(0.0);
-        Ok(Self {
+        Self {
             max_uses,
             window,
             prefix: prefix.to_owned(),
@@ -281,7 +274,7 @@ impl FloodFilter {
             local: LocalCounter::default(),
             fallback: AtomicBool::new(false),
             connector: Mutex::new(connector),
-        })
+        }
     }
 
     /// The future that connects to Redis (once; `None` without Redis).
@@ -429,8 +422,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_process_filter_passes_max_uses_then_drops() {
-        let filter =
-            FloodFilter::new(3, Duration::from_secs(60), None, "t:", Duration::from_millis(50)).expect("filter");
+        let filter = FloodFilter::new(3, Duration::from_secs(60), None, "t:", Duration::from_millis(50));
         let verdicts: Vec<Verdict> = check_n(&filter, 5).await;
         assert_eq!(
             verdicts,
@@ -456,7 +448,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_zero_window_disables_the_filter() {
-        let filter = FloodFilter::new(1, Duration::ZERO, None, "t:", Duration::from_millis(50)).expect("filter");
+        let filter = FloodFilter::new(1, Duration::ZERO, None, "t:", Duration::from_millis(50));
         for _ in 0..5 {
             assert_eq!(filter.check(1, "fp").await, Verdict::Pass { count: 0 });
         }
@@ -465,9 +457,8 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_redis_falls_back_to_counting_in_process() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let url = format!("redis://127.0.0.1:{port}/0");
-        let filter =
-            FloodFilter::new(2, Duration::from_secs(60), Some(&url), "t:", Duration::from_millis(200)).expect("filter");
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).expect("url");
+        let filter = FloodFilter::new(2, Duration::from_secs(60), Some(client), "t:", Duration::from_millis(200));
         assert_eq!(filter.check(1, "fp").await, Verdict::Pass { count: 1 });
         assert!(filter.fallback_active());
         assert_eq!(filter.check(1, "fp").await, Verdict::Pass { count: 2 });

@@ -9,6 +9,10 @@
 //! it (its flood filter counts in process), so a Redis outage makes `/ready`
 //! say `"degraded": true`, not 503 — taking every ingest out of rotation for
 //! it would lose every event. Its JSON body names each check and why it failed.
+//!
+//! A cluster that refuses our credentials or TLS handshake makes `/ready`
+//! 503 in every service, spool or not: that is a setting to fix, which no
+//! amount of spooling waits out. The check's detail says which keys to check.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +25,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::kafka;
 use crate::telemetry::names;
 
 /// Why the status endpoints could not be set up.
@@ -34,8 +39,8 @@ use crate::telemetry::names;
 pub enum StatusError {
     #[error("cannot create the Kafka client used for readiness checks: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("invalid redis.url: {0}")]
-    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Redis(#[from] crate::redis_client::RedisClientError),
     #[error(transparent)]
     Metrics(#[from] crate::telemetry::MetricsError),
 }
@@ -43,8 +48,18 @@ pub enum StatusError {
 /// Probes Kafka with a metadata request.
 #[derive(Clone)]
 pub struct KafkaProbe {
-    client: Arc<BaseConsumer>,
+    client: Arc<BaseConsumer<kafka::Context>>,
     timeout: Duration,
+}
+
+/// Why the Kafka probe failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaProbeFailure {
+    pub detail: String,
+    /// The cluster refused our credentials or TLS: a setting to fix, not an
+    /// outage to wait out, so the service is unready even where a Kafka
+    /// outage only degrades it.
+    pub misconfigured: bool,
 }
 
 impl std::fmt::Debug for KafkaProbe {
@@ -56,17 +71,16 @@ impl std::fmt::Debug for KafkaProbe {
 impl KafkaProbe {
     /// A probe against `config.kafka.brokers`. Connects lazily.
     pub fn new(config: &Config) -> Result<Self, StatusError> {
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka.brokers)
-            .set("client.id", "cyclops-readiness")
-            // Readiness must not fill the log with reconnect noise when the broker is down.
-            .set("log.connection.close", "false")
+        // Quiet: readiness must not fill the log with reconnect noise when
+        // the broker is down (credential failures still reach the context).
+        let client: BaseConsumer<kafka::Context> = kafka::ClientBuilder::new(&config.kafka, "cyclops-readiness")
+            .log_level(RDKafkaLogLevel::Critical)
             .create()?;
         Ok(Self { client: Arc::new(client), timeout: Duration::from_millis(config.kafka.metadata_timeout_ms) })
     }
 
     /// Number of brokers in the cluster, or why none answered.
-    pub async fn check(&self) -> Result<String, String> {
+    pub async fn check(&self) -> Result<String, KafkaProbeFailure> {
         let client = self.client.clone();
         let timeout = self.timeout;
         // librdkafka's metadata call blocks its caller.
@@ -74,10 +88,17 @@ impl KafkaProbe {
             client.fetch_metadata(None, timeout).map(|m| (m.brokers().len(), m.topics().len()))
         })
         .await
-        .map_err(|e| format!("metadata task failed: {e}"))?;
+        .map_err(|e| KafkaProbeFailure { detail: format!("metadata task failed: {e}"), misconfigured: false })?;
+        let context = self.client.context();
         match meta {
-            Ok((brokers, topics)) => Ok(format!("{brokers} broker(s), {topics} topic(s)")),
-            Err(e) => Err(format!("metadata request failed: {e}")),
+            Ok((brokers, topics)) => {
+                context.connected();
+                Ok(format!("{brokers} broker(s), {topics} topic(s)"))
+            }
+            Err(e) => Err(match context.credential_failure() {
+                Some(why) => KafkaProbeFailure { detail: why, misconfigured: true },
+                None => KafkaProbeFailure { detail: format!("metadata request failed: {e}"), misconfigured: false },
+            }),
         }
     }
 }
@@ -90,8 +111,8 @@ pub struct RedisProbe {
 }
 
 impl RedisProbe {
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, StatusError> {
-        Ok(Self { client: redis::Client::open(url)?, timeout })
+    pub fn new(client: redis::Client, timeout: Duration) -> Self {
+        Self { client, timeout }
     }
 
     pub async fn check(&self) -> Result<String, String> {
@@ -144,7 +165,7 @@ impl StatusState {
         shutdown: CancellationToken,
     ) -> Result<Self, StatusError> {
         let timeout = Duration::from_millis(config.kafka.metadata_timeout_ms);
-        let redis = config.redis.url.as_deref().map(|url| RedisProbe::new(url, timeout)).transpose()?;
+        let redis = crate::redis_client::client(&config.redis)?.map(|client| RedisProbe::new(client, timeout));
         Ok(Self {
             service,
             healthcheck_text,
@@ -213,7 +234,8 @@ impl StatusState {
             }
         };
         let (kafka, redis) = tokio::join!(self.kafka.check(), redis);
-        let mut checks = vec![self.record("kafka", self.kafka_critical, kafka)];
+        let kafka_critical = self.kafka_critical || kafka.as_ref().is_err_and(|e| e.misconfigured);
+        let mut checks = vec![self.record("kafka", kafka_critical, kafka.map_err(|e| e.detail))];
         if let Some(redis) = redis {
             checks.push(self.record("redis", false, redis));
         }

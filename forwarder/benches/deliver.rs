@@ -23,7 +23,8 @@ use axum::extract::State;
 use cyclops_common::config::{Config, PacingMode};
 use cyclops_common::record::{RecordHeaders, topic_name};
 use hdrhistogram::Histogram;
-use rdkafka::ClientConfig;
+use cyclops_common::config::KafkaConfig;
+use cyclops_common::kafka::ClientBuilder;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -93,8 +94,10 @@ fn body(n: usize) -> Vec<u8> {
 
 /// Writes `count` events to the project's topic under `prefix`.
 async fn backlog(prefix: &str, count: usize) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    // A bulk loader, tuned for throughput; the connection settings are [kafka]'s.
+    let kafka = KafkaConfig { brokers: brokers(), ..KafkaConfig::default() };
+    let producer: FutureProducer = ClientBuilder::new(&kafka, "cyclops-bench-loader")
+        .into_client_config()
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")
@@ -103,7 +106,7 @@ async fn backlog(prefix: &str, count: usize) {
         .expect("producer");
     let topic = topic_name(prefix, PROJECT);
     let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin");
+        ClientBuilder::new(&kafka, "cyclops-bench-admin").create_plain().expect("admin");
     let new = NewTopic::new(&topic, PARTITIONS, TopicReplication::Fixed(1));
     for created in admin.create_topics(&[new], &AdminOptions::new()).await.expect("create topic") {
         created.expect("topic created");

@@ -7,9 +7,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cyclops_common::config::Config;
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use cyclops_common::kafka::{self, ClientBuilder, TopicSpec};
+use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -36,13 +35,11 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Writes records to the dead-letter topic.
 pub struct DeadLetter {
-    producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
+    producer: FutureProducer<kafka::Context>,
+    admin: AdminClient<kafka::Context>,
     topic: String,
-    partitions: i32,
-    replication: i32,
-    /// The topic's `max.message.bytes` when this creates it.
-    max_record_bytes: usize,
+    /// How the topic is created; its `max.message.bytes` fits any record.
+    spec: TopicSpec,
     created: std::sync::atomic::AtomicBool,
 }
 
@@ -54,21 +51,17 @@ impl std::fmt::Debug for DeadLetter {
 
 impl DeadLetter {
     pub fn new(config: &Config) -> Result<Self, KafkaError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka.brokers)
-            .set("client.id", "cyclops-forwarder-deadletter")
+        let producer = ClientBuilder::new(&config.kafka, "cyclops-forwarder-deadletter")
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("message.max.bytes", config.max_record_bytes().to_string())
             .create()?;
-        let admin = ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create()?;
+        let admin = ClientBuilder::new(&config.kafka, "cyclops-forwarder-admin").create()?;
         Ok(Self {
             producer,
             admin,
             topic: config.deadletter_topic(),
-            partitions: config.kafka.topic_partitions,
-            max_record_bytes: config.max_record_bytes(),
-            replication: config.kafka.topic_replication_factor,
+            spec: TopicSpec::new(&config.kafka, config.max_record_bytes()),
             created: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -79,9 +72,7 @@ impl DeadLetter {
         }
         // As large as a project topic's records: the broker's 1 MiB default
         // would refuse the very records Sentry answers 413 to, forever.
-        let max_message = self.max_record_bytes.to_string();
-        let topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(self.replication))
-            .set("max.message.bytes", &max_message);
+        let topic = self.spec.new_topic(&self.topic);
         let options = AdminOptions::new().operation_timeout(Some(SEND_TIMEOUT));
         for result in self.admin.create_topics(&[topic], &options).await? {
             match result {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cyclops_common::config::Config;
+use cyclops_common::kafka::{self, ClientBuilder};
 use cyclops_common::record::project_of_topic;
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use time::OffsetDateTime;
@@ -114,10 +114,8 @@ pub fn replay(
     request: &ReplayRequest,
     mut progress: impl FnMut(&PartitionPlan),
 ) -> Result<Vec<PartitionPlan>, ReplayError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
+    let consumer: BaseConsumer<kafka::Context> = ClientBuilder::new(&config.kafka, "cyclops-replay")
         .set("group.id", &request.group)
-        .set("client.id", "cyclops-replay")
         .set("enable.auto.commit", "false")
         .create()?;
     let groups = consumer.fetch_group_list(Some(&request.group), TIMEOUT)?;

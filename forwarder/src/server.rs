@@ -9,6 +9,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use cyclops_common::config::Config;
+use cyclops_common::record::project_of_topic;
 use cyclops_common::shutdown::{CancellationToken, with_grace};
 use cyclops_common::status::{self, StatusState};
 use cyclops_common::supervise::{Lifetime, Supervisor};
@@ -56,6 +57,15 @@ impl Forwarder {
             let dead_letter = dead_letter.clone();
             async move {
                 dead_letter.prepare().await;
+                Ok::<(), std::convert::Infallible>(())
+            }
+        });
+        supervisor.spawn("replication-check", Lifetime::Once, {
+            let (kafka, dead_letter_topic) = (config.kafka.clone(), config.deadletter_topic());
+            let prefix = config.kafka.topic_prefix.clone();
+            let wanted = move |topic: &str| topic == dead_letter_topic || project_of_topic(&prefix, topic).is_some();
+            async move {
+                cyclops_common::kafka::warn_under_replicated(kafka, wanted).await;
                 Ok::<(), std::convert::Infallible>(())
             }
         });

@@ -9,8 +9,8 @@ pub enum IngestError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot create the Kafka producer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("invalid redis.url: {0}")]
-    Redis(redis::RedisError),
+    #[error(transparent)]
+    Redis(#[from] cyclops_common::redis_client::RedisClientError),
     #[error(transparent)]
     Status(#[from] cyclops_common::status::StatusError),
     #[error("http server failed: {0}")]

@@ -104,7 +104,7 @@ impl KeyStore {
                     return Err(StoreError::Rejected);
                 }
                 if let (Some(given), Some(expected)) = (&auth.secret_key, &key.secret_key)
-                    && given != expected
+                    && given != expected.expose()
                 {
                     return Err(StoreError::Rejected);
                 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cyclops_common::config::ProjectKey;
+use cyclops_common::secret::Secret;
 use cyclops_common::shutdown::CancellationToken;
 
 use crate::keys::KeyStore;
@@ -34,9 +35,9 @@ pub struct Loaded {
 }
 
 /// The keys in the database at `url`.
-pub async fn load(url: &str) -> Result<Loaded, LoadError> {
+pub async fn load(url: &Secret) -> Result<Loaded, LoadError> {
     let work = async {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        let (client, connection) = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls).await?;
         let driver = tokio::spawn(connection);
         let rows = client.query("SELECT project_id, public_key, secret_key, status FROM sentry_projectkey", &[]).await;
         drop(client);
@@ -50,7 +51,9 @@ pub async fn load(url: &str) -> Result<Loaded, LoadError> {
                 continue;
             };
             match u64::try_from(id) {
-                Ok(id) if status == ACTIVE => loaded.active.push(ProjectKey { id, public_key, secret_key }),
+                Ok(id) if status == ACTIVE => {
+                    loaded.active.push(ProjectKey { id, public_key, secret_key: secret_key.map(Secret::from) });
+                }
                 _ => loaded.disabled.push(public_key),
             }
         }
@@ -64,7 +67,7 @@ pub async fn load(url: &str) -> Result<Loaded, LoadError> {
 const FIRST_LOAD_RETRY: Duration = Duration::from_secs(5);
 
 /// Loads once now, then every `period` until `shutdown`.
-pub async fn run(url: String, keys: Arc<KeyStore>, period: Duration, shutdown: CancellationToken) {
+pub async fn run(url: Secret, keys: Arc<KeyStore>, period: Duration, shutdown: CancellationToken) {
     loop {
         match load(&url).await {
             Ok(loaded) => {

@@ -8,9 +8,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use cyclops_common::config::{AckMode, Config};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use cyclops_common::kafka::{self, ClientBuilder, TopicSpec};
+use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -77,14 +76,12 @@ pub fn says_kafka_unavailable(error: &KafkaError) -> bool {
 
 /// Produces events to their project's topic.
 pub struct EventProducer {
-    producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
+    producer: FutureProducer<kafka::Context>,
+    admin: AdminClient<kafka::Context>,
     /// Topics known to exist; a topic whose delivery failed as unknown is
     /// forgotten ([`Self::delivery_failed`]).
     known_topics: Mutex<HashSet<String>>,
-    partitions: i32,
-    replication: i32,
-    max_message_bytes: usize,
+    topics: TopicSpec,
     timeout: Duration,
     ack: AckMode,
 }
@@ -99,9 +96,7 @@ impl EventProducer {
     pub fn new(config: &Config) -> Result<Self, KafkaError> {
         let timeout = Duration::from_millis(config.ingest.produce_timeout_ms);
         let max_message_bytes = config.max_record_bytes();
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka.brokers)
-            .set("client.id", "cyclops-ingest")
+        let producer = ClientBuilder::new(&config.kafka, "cyclops-ingest")
             .set("acks", "all")
             .set("enable.idempotence", "true")
             // Past this, the delivery fails: the event goes to the spool (or the SDK gets a 503).
@@ -118,14 +113,12 @@ impl EventProducer {
             // small produce request back until the broker acknowledges the previous one.
             .set("socket.nagle.disable", "true")
             .create()?;
-        let admin = ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create()?;
+        let admin = ClientBuilder::new(&config.kafka, "cyclops-ingest-admin").create()?;
         Ok(Self {
             producer,
             admin,
             known_topics: Mutex::new(HashSet::new()),
-            partitions: config.kafka.topic_partitions,
-            replication: config.kafka.topic_replication_factor,
-            max_message_bytes,
+            topics: TopicSpec::new(&config.kafka, max_message_bytes),
             timeout,
             ack: config.ingest.ack,
         })
@@ -149,9 +142,7 @@ impl EventProducer {
         if self.is_known(topic) {
             return Ok(());
         }
-        let max_message = self.max_message_bytes.to_string();
-        let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(self.replication))
-            .set("max.message.bytes", &max_message);
+        let new = self.topics.new_topic(topic);
         let options = AdminOptions::new().operation_timeout(Some(budget)).request_timeout(Some(budget));
         let error = |message: String, unanswered: bool| ProduceError::CreateTopic {
             topic: topic.to_owned(),
@@ -163,7 +154,7 @@ impl EventProducer {
             match result {
                 Ok(_) => {
                     metrics::counter!(crate::metrics::TOPICS_CREATED).increment(1);
-                    tracing::info!(topic, partitions = self.partitions, "created project topic");
+                    tracing::info!(topic, partitions = self.topics.partitions, "created project topic");
                 }
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((_, code)) => return Err(error(code.to_string(), code == RDKafkaErrorCode::RequestTimedOut)),

@@ -9,6 +9,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use cyclops_common::config::Config;
+use cyclops_common::record::project_of_topic;
 use cyclops_common::flood::FloodFilter;
 use cyclops_common::shutdown::{CancellationToken, with_grace};
 use cyclops_common::status::{self, CheckResult, StatusState};
@@ -65,11 +66,10 @@ impl Ingest {
         let flood = FloodFilter::new(
             config.ingest.flood.max_uses,
             Duration::from_secs(config.ingest.flood.window_secs),
-            config.redis.url.as_deref(),
+            cyclops_common::redis_client::client(&config.redis)?,
             &config.redis.key_prefix,
             Duration::from_millis(config.redis.timeout_ms),
-        )
-        .map_err(IngestError::Redis)?;
+        );
         if let Some(connector) = flood.take_connector() {
             let stop = shutdown.clone();
             supervisor.spawn("redis-connector", Lifetime::Once, async move {
@@ -80,6 +80,14 @@ impl Ingest {
                 Ok::<(), std::convert::Infallible>(())
             });
         }
+        supervisor.spawn("replication-check", Lifetime::Once, {
+            let (kafka, prefix) = (config.kafka.clone(), config.kafka.topic_prefix.clone());
+            async move {
+                let wanted = move |topic: &str| project_of_topic(&prefix, topic).is_some();
+                cyclops_common::kafka::warn_under_replicated(kafka, wanted).await;
+                Ok::<(), std::convert::Infallible>(())
+            }
+        });
         if !flood.wait_connected(REDIS_START_WAIT).await {
             tracing::warn!(
                 "redis not connected after {REDIS_START_WAIT:?}: starting with in-process flood counts until it is"

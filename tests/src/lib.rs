@@ -51,7 +51,7 @@ pub fn test_config() -> Config {
     let mut config = Config::default();
     config.kafka.brokers = kafka_brokers();
     config.kafka.topic_prefix = format!("{}-", unique("test"));
-    config.redis.url = Some(redis_url());
+    config.redis.url = Some(redis_url().into());
     config.redis.key_prefix = format!("{}:", unique("flood"));
     // The services share one test thread of a debug build with the test's own
     // client: a 50 ms Redis deadline there would be a scheduling lottery, and

@@ -39,8 +39,9 @@ pub struct IngestConfig {
     /// PostgreSQL URL of Sentry's own database, whose `sentry_projectkey`
     /// table supplies keys beside `[[projects]]`. Unset (the default): only
     /// `[[projects]]`.
-    #[serde(deserialize_with = "super::empty_is_none")]
-    pub sentry_database_url: Option<String>,
+    /// Never logged (it may hold a password).
+    #[serde(deserialize_with = "crate::secret::empty_is_none")]
+    pub sentry_database_url: Option<crate::secret::Secret>,
     /// Largest event (a store body, an envelope's event item) after
     /// decompression, as Sentry's 1 MiB. Defaults to 1048576.
     pub max_event_bytes: usize,

@@ -120,7 +120,7 @@ fn apply_flags(config: &mut Config, service: Service, flags: &Overrides) {
     }
 }
 
-fn key_error(key: &str, message: impl Into<String>) -> ConfigError {
+pub(super) fn key_error(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Key { key: key.into(), message: message.into() }
 }
 
@@ -160,7 +160,7 @@ fn validate_ingest(ingest: &super::IngestConfig) -> Result<(), ConfigError> {
         return Err(key_error("ingest.update_period_secs", "must be between 1 and 86400 seconds"));
     }
     if let Some(url) = &ingest.sentry_database_url
-        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        && !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://"))
     {
         return Err(key_error("ingest.sentry_database_url", "must be a postgres:// or postgresql:// URL"));
     }
@@ -192,36 +192,19 @@ fn validate_ingest(ingest: &super::IngestConfig) -> Result<(), ConfigError> {
 
 /// Checks what types alone cannot.
 fn validate(config: &Config) -> Result<(), ConfigError> {
-    let brokers = &config.kafka.brokers;
-    if brokers.split(',').any(|b| {
-        let b = b.trim();
-        b.is_empty() || b.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-    }) {
-        return Err(key_error("kafka.brokers", format!("expected host:port[,host:port…], got {brokers:?}")));
-    }
-    let prefix = &config.kafka.topic_prefix;
-    // Kafka topic names: [a-zA-Z0-9._-], at most 249 characters; leave room for a project id.
-    if prefix.is_empty()
-        || prefix.len() > 200
-        || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
-        return Err(key_error(
-            "kafka.topic_prefix",
-            format!("must be 1 to 200 characters of [a-zA-Z0-9._-], got {prefix:?}"),
-        ));
-    }
-    if config.kafka.metadata_timeout_ms == 0 {
-        return Err(key_error("kafka.metadata_timeout_ms", "must be greater than 0"));
-    }
-    if !(1..=10_000).contains(&config.kafka.topic_partitions) {
-        return Err(key_error("kafka.topic_partitions", "must be between 1 and 10000"));
-    }
-    if !(1..=32).contains(&config.kafka.topic_replication_factor) {
-        return Err(key_error("kafka.topic_replication_factor", "must be between 1 and 32"));
-    }
+    super::kafka::validate(&config.kafka)?;
     if let Some(url) = &config.redis.url {
-        redis::parse_redis_url(url)
-            .ok_or_else(|| key_error("redis.url", format!("not a redis:// or rediss:// URL: {url:?}")))?;
+        // The URL may hold a password: the error shows it redacted.
+        redis::parse_redis_url(url.expose()).ok_or_else(|| {
+            key_error("redis.url", format!("not a redis:// or rediss:// URL: {}", url.redacted_url()))
+        })?;
+    }
+    if let Some(path) = &config.redis.tls_ca_location {
+        if !config.redis.url.as_ref().is_some_and(|u| u.expose().starts_with("rediss://")) {
+            return Err(key_error("redis.tls_ca_location", "is only used with a rediss:// redis.url"));
+        }
+        std::fs::File::open(path)
+            .map_err(|e| key_error("redis.tls_ca_location", format!("cannot read {path:?}: {e}")))?;
     }
     if config.redis.key_prefix.is_empty() {
         return Err(key_error("redis.key_prefix", "must not be empty"));

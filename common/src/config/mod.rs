@@ -8,12 +8,16 @@
 
 mod forwarder;
 mod ingest;
+mod kafka;
 mod load;
 
 use serde::{Deserialize, Serialize};
 
+use crate::secret::Secret;
+
 pub use forwarder::{ForwarderConfig, PacingMode};
 pub use ingest::{AckMode, FloodConfig, IngestConfig, SamplingConfig, SpoolConfig};
+pub use kafka::{KafkaConfig, SaslMechanism, SecurityProtocol};
 pub use load::{ConfigError, Overrides, Service, load, load_from_str};
 
 /// The commented default configuration, as written by `cyclops-ingest init`.
@@ -37,38 +41,6 @@ pub struct Config {
     pub forwarder: ForwarderConfig,
 }
 
-/// `[kafka]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KafkaConfig {
-    /// Bootstrap servers, comma-separated `host:port`. Defaults to `127.0.0.1:9092`.
-    pub brokers: String,
-    /// Each project's events go to the topic `{topic_prefix}{project_id}`.
-    /// Defaults to `cyclops-events-`.
-    pub topic_prefix: String,
-    /// How long a metadata request (readiness, startup checks) may take.
-    /// Defaults to 2000.
-    pub metadata_timeout_ms: u64,
-    /// Partitions of a project topic that ingest creates; the forwarders of
-    /// one group share a topic's events by partition. Defaults to 4.
-    pub topic_partitions: i32,
-    /// Replication factor of the topics ingest creates. Defaults to 1 (one
-    /// broker); use 3 on a production cluster.
-    pub topic_replication_factor: i32,
-}
-
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        Self {
-            brokers: "127.0.0.1:9092".into(),
-            topic_prefix: "cyclops-events-".into(),
-            metadata_timeout_ms: 2000,
-            topic_partitions: 4,
-            topic_replication_factor: 1,
-        }
-    }
-}
-
 /// `[redis]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -77,8 +49,14 @@ pub struct RedisConfig {
     /// counters shared by every ingest instance. Unset (the default): each
     /// instance counts in process. An empty value (say, from
     /// `CYCLOPS__REDIS__URL=`) also means unset.
+    /// A password in it (`redis://:PASSWORD@host:6379/0`) is never logged;
+    /// `rediss://` connects over TLS.
+    #[serde(deserialize_with = "crate::secret::empty_is_none")]
+    pub url: Option<Secret>,
+    /// PEM file of the CA that signed a `rediss://` server's certificate.
+    /// Unset (the default): the system's CAs.
     #[serde(deserialize_with = "empty_is_none")]
-    pub url: Option<String>,
+    pub tls_ca_location: Option<String>,
     /// Prefix of the flood-filter keys, so that several farms can share one
     /// Redis. Defaults to `cyclops:flood:`.
     pub key_prefix: String,
@@ -89,7 +67,7 @@ pub struct RedisConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self { url: None, key_prefix: "cyclops:flood:".into(), timeout_ms: 50 }
+        Self { url: None, tls_ca_location: None, key_prefix: "cyclops:flood:".into(), timeout_ms: 50 }
     }
 }
 
@@ -123,8 +101,9 @@ pub struct ProjectKey {
     /// The DSN's public key (`sentry_key`).
     pub public_key: String,
     /// The DSN's secret key (`sentry_secret`), for SDKs that still send one.
+    /// Never logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_key: Option<String>,
+    pub secret_key: Option<Secret>,
 }
 
 /// Writes [`DEFAULT_CONFIG_TOML`] to `path`; refuses to overwrite a file.

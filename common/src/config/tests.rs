@@ -108,7 +108,7 @@ fn projects_load_with_optional_secret() {
     let config = load_with(toml, &[], &Overrides::default()).expect("loads");
     assert_eq!(config.projects.len(), 2);
     assert_eq!(config.projects[0].secret_key, None);
-    assert_eq!(config.projects[1].secret_key.as_deref(), Some("s"));
+    assert_eq!(config.projects[1].secret_key.as_ref().map(crate::secret::Secret::expose), Some("s"));
 }
 
 #[test]
@@ -233,4 +233,104 @@ fn nested_ingest_tables_and_enums_load() {
     assert_eq!(config.ingest.sampling.percent_for(8), 0.0);
     let err = load_with("[ingest]\nack = \"maybe\"\n", &[], &Overrides::default()).expect_err("refused");
     assert_eq!(key_of(err), "ingest.ack");
+}
+
+#[test]
+fn librdkafka_pass_through_takes_dotted_keys_and_any_scalar() {
+    let toml = "[kafka.librdkafka]\n\"socket.keepalive.enable\" = true\n\"fetch.max.bytes\" = 52428800\n\
+\"compression.codec\" = \"zstd\"\n";
+    let config = load_with(toml, &[], &Overrides::default()).expect("loads");
+    let got: Vec<(&str, &str)> = config.kafka.librdkafka.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        got,
+        [("compression.codec", "zstd"), ("fetch.max.bytes", "52428800"), ("socket.keepalive.enable", "true")]
+    );
+}
+
+#[test]
+fn librdkafka_pass_through_refuses_what_cyclops_sets_and_what_librdkafka_does_not_know() {
+    for (line, key) in [
+        ("acks = \"1\"", "kafka.librdkafka.acks"),
+        ("\"enable.auto.commit\" = true", "kafka.librdkafka.enable.auto.commit"),
+        ("\"sasl.password\" = \"x\"", "kafka.librdkafka.sasl.password"),
+        ("\"no.such.thing\" = 1", "kafka.librdkafka.no.such.thing"),
+        ("\"socket.keepalive.enable\" = \"perhaps\"", "kafka.librdkafka.socket.keepalive.enable"),
+    ] {
+        let err = load_with(&format!("[kafka.librdkafka]\n{line}\n"), &[], &Overrides::default()).expect_err(line);
+        assert_eq!(key_of(err), key, "{line}");
+    }
+}
+
+#[test]
+fn sasl_needs_its_keys_and_only_sasl_uses_them() {
+    let base = "[kafka]\nsecurity_protocol = \"sasl_plaintext\"\n";
+    let err = load_with(base, &[], &Overrides::default()).expect_err("no mechanism");
+    assert_eq!(key_of(err), "kafka.sasl_mechanism");
+    let err = load_with(
+        &format!("{base}sasl_mechanism = \"SCRAM-SHA-256\"\nsasl_username = \"u\"\n"),
+        &[],
+        &Overrides::default(),
+    )
+    .expect_err("no password");
+    assert_eq!(key_of(err), "kafka.sasl_password");
+    let vars = [("CYCLOPS__KAFKA__SASL_PASSWORD", "from-the-environment")];
+    let config = load_with(
+        &format!("{base}sasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"u\"\n"),
+        &vars,
+        &Overrides::default(),
+    )
+    .expect("loads");
+    assert_eq!(config.kafka.sasl_mechanism, Some(SaslMechanism::ScramSha512));
+    assert_eq!(config.kafka.sasl_password.as_ref().map(crate::secret::Secret::expose), Some("from-the-environment"));
+    assert!(!format!("{config:?}").contains("from-the-environment"), "a password in Debug");
+    let err = load_with("[kafka]\nsasl_username = \"u\"\n", &[], &Overrides::default()).expect_err("plaintext");
+    assert_eq!(key_of(err), "kafka.sasl_username");
+    let err = load_with("[kafka]\nsasl_mechanism = \"GSSAPI\"\n", &[], &Overrides::default()).expect_err("unknown");
+    assert_eq!(key_of(err), "kafka.sasl_mechanism");
+}
+
+#[test]
+fn tls_files_must_exist_and_need_a_tls_protocol() {
+    let err =
+        load_with("[kafka]\nssl_ca_location = \"/etc/hostname\"\n", &[], &Overrides::default()).expect_err("plaintext");
+    assert_eq!(key_of(err), "kafka.ssl_ca_location");
+    let err = load_with(
+        "[kafka]\nsecurity_protocol = \"ssl\"\nssl_ca_location = \"/no/such/ca.pem\"\n",
+        &[],
+        &Overrides::default(),
+    )
+    .expect_err("missing file");
+    assert_eq!(key_of(err), "kafka.ssl_ca_location");
+    let err = load_with(
+        "[kafka]\nsecurity_protocol = \"ssl\"\nssl_certificate_location = \"/etc/hostname\"\n",
+        &[],
+        &Overrides::default(),
+    )
+    .expect_err("a certificate without its key");
+    assert_eq!(key_of(err), "kafka.ssl_key_location");
+    load_with(
+        "[kafka]\nsecurity_protocol = \"ssl\"\nssl_ca_location = \"/etc/hostname\"\n",
+        &[],
+        &Overrides::default(),
+    )
+    .expect("loads");
+}
+
+#[test]
+fn min_insync_replicas_cannot_exceed_the_replication_factor() {
+    let err =
+        load_with("[kafka]\ntopic_replication_factor = 3\ntopic_min_insync_replicas = 4\n", &[], &Overrides::default())
+            .expect_err("refused");
+    assert_eq!(key_of(err), "kafka.topic_min_insync_replicas");
+    let config =
+        load_with("[kafka]\ntopic_replication_factor = 3\ntopic_min_insync_replicas = 2\n", &[], &Overrides::default())
+            .expect("loads");
+    assert_eq!(config.kafka.topic_min_insync_replicas, Some(2));
+}
+
+#[test]
+fn a_bad_redis_url_is_refused_without_its_password() {
+    let err = load_with("[redis]\nurl = \"http://:hunter2@x:1\"\n", &[], &Overrides::default()).expect_err("refused");
+    let shown = err.to_string();
+    assert!(shown.contains("redis.url") && !shown.contains("hunter2"), "{shown}");
 }

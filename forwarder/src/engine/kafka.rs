@@ -15,9 +15,9 @@ use std::time::Duration;
 use cyclops_common::config::Config;
 use std::collections::BTreeSet;
 
+use cyclops_common::kafka::{self, ClientBuilder};
 use cyclops_common::record::project_of_topic;
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
@@ -35,9 +35,15 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Context {
     shared: Arc<Shared>,
     prefix: String,
+    /// Logs errors and notes refused credentials.
+    errors: kafka::Context,
 }
 
 impl ClientContext for Context {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.errors.error(&error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         let mut inner = self.shared.lock();
         for (topic, t) in &statistics.topics {
@@ -159,11 +165,9 @@ pub(super) fn commit(consumer: &BaseConsumer<Context>, tpl: &TopicPartitionList,
 
 /// The backfill reader: no group (it never commits, the group's consumer
 /// does); partitions are assigned to it by hand while they have gaps.
-pub fn backfill_consumer(config: &Config) -> KafkaResult<BaseConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
+pub fn backfill_consumer(config: &Config) -> KafkaResult<BaseConsumer<kafka::Context>> {
+    ClientBuilder::new(&config.kafka, "cyclops-forwarder-backfill")
         .set("group.id", format!("{}-backfill", config.forwarder.group_id))
-        .set("client.id", "cyclops-forwarder-backfill")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         // A gap whose start retention deleted begins where Kafka still has records.
@@ -175,11 +179,9 @@ pub fn backfill_consumer(config: &Config) -> KafkaResult<BaseConsumer> {
 /// The group's consumer; [`super::poll`] subscribes it to the project
 /// topics ([`project_topics`]).
 pub fn consumer(config: &Config, shared: Arc<Shared>) -> KafkaResult<BaseConsumer<Context>> {
-    let context = Context { shared, prefix: config.kafka.topic_prefix.clone() };
-    let consumer: BaseConsumer<Context> = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.brokers)
+    let context = Context { shared, prefix: config.kafka.topic_prefix.clone(), errors: kafka::Context::default() };
+    let consumer: BaseConsumer<Context> = ClientBuilder::new(&config.kafka, "cyclops-forwarder")
         .set("group.id", &config.forwarder.group_id)
-        .set("client.id", "cyclops-forwarder")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.forwarder.session_timeout_ms.to_string())

@@ -61,7 +61,7 @@ pub struct EngineStatus {
 /// A built, not yet running engine.
 pub struct Engine {
     consumer: BaseConsumer<kafka::Context>,
-    backfill: BaseConsumer,
+    backfill: BaseConsumer<cyclops_common::kafka::Context>,
     dispatcher: Dispatcher,
     commit_interval: Duration,
     discovery: poll::Discovery,

@@ -33,7 +33,7 @@ const SEEK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The two readers and what the thread knows of the backfill's assignment.
 struct Readers {
     live: BaseConsumer<Context>,
-    backfill: BaseConsumer,
+    backfill: BaseConsumer<cyclops_common::kafka::Context>,
     backfilling: HashSet<Tp>,
     /// The project topics the group's consumer is subscribed to.
     subscribed: BTreeSet<String>,
@@ -50,7 +50,7 @@ pub struct Discovery {
 /// leaves the group.
 pub fn spawn(
     live: BaseConsumer<Context>,
-    backfill: BaseConsumer,
+    backfill: BaseConsumer<cyclops_common::kafka::Context>,
     shared: Arc<Shared>,
     commit_interval: Duration,
     discovery: Discovery,

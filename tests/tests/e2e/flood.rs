@@ -132,7 +132,7 @@ async fn a_zero_window_turns_the_filter_off() {
 async fn redis_dying_mid_run_falls_back_to_counting_in_process_without_a_5xx() {
     let mut redis = OwnRedis::start().await.expect("own redis");
     let mut config = config(3, 60);
-    config.redis.url = Some(redis.url.clone());
+    config.redis.url = Some(redis.url.clone().into());
     let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
     let ingest = spawn_ingest(config).await.expect("ingest");
     wait_for_redis(&ingest).await;

@@ -74,7 +74,7 @@ async fn ingest_with_keys_table(restrict: bool) -> (Client, String, TestService)
     let mut config = test_config();
     config.projects.clear();
     config.ingest.restrict_api_access = restrict;
-    config.ingest.sentry_database_url = Some(url);
+    config.ingest.sentry_database_url = Some(url.into());
     config.ingest.update_period_secs = 1;
     let ingest = spawn_ingest(config).await.expect("ingest");
     (db, name, ingest)

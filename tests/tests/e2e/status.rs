@@ -92,7 +92,7 @@ async fn ready_is_503_while_kafka_is_unreachable_unless_the_spool_takes_events()
 #[tokio::test]
 async fn ready_is_degraded_not_503_while_redis_is_unreachable() {
     let mut config = test_config();
-    config.redis.url = Some(format!("redis://127.0.0.1:{}/0", closed_port()));
+    config.redis.url = Some(format!("redis://127.0.0.1:{}/0", closed_port()).into());
     let forwarder = spawn_forwarder(config).await.expect("forwarder starts without Redis");
     let (code, body) = get(&forwarder, "/ready").await;
     assert_eq!(code, 200, "{body}");
