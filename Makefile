@@ -1,7 +1,7 @@
 # The two commands a newcomer needs:
 #   make run    set up what is missing, start the stack, run both services (Ctrl-C stops them)
 #   make test   set up what is missing, start the stack, run the whole test suite
-.PHONY: run test bench bench-forwarder stack-up stack-down stack-status stack-clean lint fmt build
+.PHONY: run test bench bench-forwarder stack-up cluster-up stack-down stack-status stack-clean lint fmt build
 
 CARGO ?= cargo
 
@@ -9,7 +9,7 @@ run: stack-up
 	$(CARGO) build --bins
 	@bash stack/run.sh
 
-test: stack-up
+test: stack-up cluster-up
 	@bash stack/sdks.sh
 	@rm -rf "$${TMPDIR:-/tmp}/cyclops-tests"  # the spools earlier test runs left
 	$(CARGO) test --workspace --all-targets
@@ -32,6 +32,10 @@ stack-clean:
 
 stack-up:
 	@bash stack/stack.sh up
+
+# The replicated 3-node cluster (SASL_SSL beside plaintext) the failure tests run on.
+cluster-up:
+	@bash stack/stack.sh cluster-up
 
 stack-down:
 	@bash stack/stack.sh down

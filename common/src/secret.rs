@@ -1,11 +1,15 @@
 //! [`Secret`]: a configured password, key or URL with credentials that never
 //! prints.
 //!
-//! `Debug`, `Display` and `Serialize` all show `[redacted]`; the value is
-//! reached only through [`Secret::expose`], at the one place that hands it to
-//! a client library. Written here rather than taken from `secrecy` because
-//! the configuration needs equality (its tests compare whole configs) and a
-//! redacting `Serialize`, which `secrecy` leaves out on purpose.
+//! `Debug` and `Display` show `[redacted]`, so a secret cannot reach a log
+//! line or an error message by formatting; code reaches the value through
+//! [`Secret::expose`], at the one place that hands it to a client library.
+//! `Serialize` writes the value: a configuration written back out (the tests
+//! hand one to a service process that way) must still work, and nothing
+//! serializes the configuration into a response or a log. Written here
+//! rather than taken from `secrecy` because the configuration needs
+//! equality (its tests compare whole configs) and serialization, which
+//! `secrecy` leaves out on purpose.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -76,11 +80,10 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// Redacted: a serialized configuration (a dump, a debug page) must not
-/// carry the value either.
+/// The value itself: for writing a configuration file, never for showing one.
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(REDACTED)
+        s.serialize_str(&self.0)
     }
 }
 
@@ -97,7 +100,7 @@ mod tests {
     #[test]
     fn never_prints_its_value() {
         let secret = Secret::new("hunter2");
-        let shown = [format!("{secret:?}"), format!("{secret}"), serde_json::to_string(&secret).unwrap_or_default()];
+        let shown = [format!("{secret:?}"), format!("{secret}"), format!("{:?}", Some(&secret))];
         for s in shown {
             assert!(!s.contains("hunter2"), "{s}");
             assert!(s.contains(REDACTED), "{s}");

@@ -7,6 +7,7 @@
 //!
 //! [`fake_sentry::FakeSentry`] stands in for Sentry.
 
+pub mod cluster;
 pub mod fake_sentry;
 pub mod kafka;
 pub mod own_kafka;
