@@ -220,6 +220,13 @@ impl ClientContext for Context {
 
 impl ConsumerContext for Context {}
 
+/// Delivery reports are not looked at: the producers that care use
+/// `FutureProducer`, which wraps this context in its own.
+impl rdkafka::producer::ProducerContext for Context {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
 /// What to check, when `error` says our credentials or TLS setup is wrong.
 fn credential_problem(error: &KafkaError, reason: &str) -> Option<&'static str> {
     let code = error.rdkafka_error_code();

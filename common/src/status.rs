@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, Producer};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -48,7 +48,10 @@ pub enum StatusError {
 /// Probes Kafka with a metadata request.
 #[derive(Clone)]
 pub struct KafkaProbe {
-    client: Arc<BaseConsumer<kafka::Context>>,
+    // A producer, never used to produce: its poll serves librdkafka's error
+    // events to the context (a consumer's poll returns them instead), which
+    // is how a refused login reaches the check.
+    client: Arc<BaseProducer<kafka::Context>>,
     timeout: Duration,
 }
 
@@ -73,7 +76,7 @@ impl KafkaProbe {
     pub fn new(config: &Config) -> Result<Self, StatusError> {
         // Quiet: readiness must not fill the log with reconnect noise when
         // the broker is down (credential failures still reach the context).
-        let client: BaseConsumer<kafka::Context> = kafka::ClientBuilder::new(&config.kafka, "cyclops-readiness")
+        let client: BaseProducer<kafka::Context> = kafka::ClientBuilder::new(&config.kafka, "cyclops-readiness")
             .log_level(RDKafkaLogLevel::Critical)
             .create()?;
         Ok(Self { client: Arc::new(client), timeout: Duration::from_millis(config.kafka.metadata_timeout_ms) })
@@ -85,7 +88,9 @@ impl KafkaProbe {
         let timeout = self.timeout;
         // librdkafka's metadata call blocks its caller.
         let meta = tokio::task::spawn_blocking(move || {
-            client.fetch_metadata(None, timeout).map(|m| (m.brokers().len(), m.topics().len()))
+            let meta = client.client().fetch_metadata(None, timeout).map(|m| (m.brokers().len(), m.topics().len()));
+            client.poll(Duration::ZERO);
+            meta
         })
         .await
         .map_err(|e| KafkaProbeFailure { detail: format!("metadata task failed: {e}"), misconfigured: false })?;

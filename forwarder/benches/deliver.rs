@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
+use cyclops_common::config::KafkaConfig;
 use cyclops_common::config::{Config, PacingMode};
+use cyclops_common::kafka::ClientBuilder;
 use cyclops_common::record::{RecordHeaders, topic_name};
 use hdrhistogram::Histogram;
-use cyclops_common::config::KafkaConfig;
-use cyclops_common::kafka::ClientBuilder;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};

@@ -55,7 +55,8 @@ impl Cluster {
 
     /// The CA that signed the brokers' certificates.
     pub fn ca(&self) -> String {
-        let stack = std::env::var("CYCLOPS_STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join(".stack"));
+        let stack =
+            std::env::var("CYCLOPS_STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join(".stack"));
         stack.join("cluster/tls/ca.pem").display().to_string()
     }
 
@@ -88,11 +89,8 @@ impl Cluster {
     }
 
     async fn script(&self, args: &[&str]) -> anyhow::Result<()> {
-        let out = tokio::process::Command::new("bash")
-            .arg(repo_root().join("stack/cluster.sh"))
-            .args(args)
-            .output()
-            .await?;
+        let out =
+            tokio::process::Command::new("bash").arg(repo_root().join("stack/cluster.sh")).args(args).output().await?;
         anyhow::ensure!(
             out.status.success(),
             "stack/cluster.sh {} failed: {}{}",

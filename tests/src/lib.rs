@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod fake_sentry;
 pub mod kafka;
+pub mod load;
 pub mod own_kafka;
 pub mod process;
 pub mod redis_server;

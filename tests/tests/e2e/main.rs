@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, run against the real local stack
 //! (`make test` starts it). Helpers live in `cyclops_tests`.
 
+mod cluster;
 mod contract;
 mod durability;
 mod farm;

@@ -4,17 +4,17 @@
 //! background task stops the service.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cyclops_common::config::{Config, ProjectKey};
 use cyclops_common::record::topic_name;
-use cyclops_tests::fake_sentry::{FakeSentry, Recorded};
+use cyclops_tests::fake_sentry::FakeSentry;
 use cyclops_tests::kafka::read_keys_until;
+use cyclops_tests::load::{Answer, Target, delivered};
 use cyclops_tests::own_kafka::OwnKafka;
 use cyclops_tests::process::{ServiceProcess, Which};
 use cyclops_tests::sdk::{python_sends, rust_sends};
-use cyclops_tests::{event_id, sentry_auth, spawn_forwarder, spawn_ingest, test_config, unique, wait_for};
-use futures::StreamExt;
+use cyclops_tests::{sentry_auth, spawn_forwarder, spawn_ingest, test_config, unique, wait_for};
 use serde_json::Value;
 
 const KEY: &str = "5b0015b0015b0015b0015b0015b00150";
@@ -35,41 +35,16 @@ fn config(brokers: &str) -> Config {
     config
 }
 
-/// One event sent by the load generator: its id, status, durability and latency.
-#[derive(Debug)]
-struct Answer {
-    id: String,
-    status: u16,
-    durability: Option<String>,
-    took: Duration,
+fn target(base: &str) -> Target {
+    Target { base: base.to_owned(), project: PROJECT, key: KEY.to_owned() }
 }
 
 async fn send_one(client: &reqwest::Client, base: &str, body_bytes: usize) -> Answer {
-    let id = event_id();
-    let padding = "x".repeat(body_bytes);
-    let body = format!(r#"{{"event_id":"{id}","message":"spooled? {id}","extra":{{"pad":"{padding}"}}}}"#);
-    let started = Instant::now();
-    let response = client
-        .post(format!("{base}/api/{PROJECT}/store/"))
-        .header("x-sentry-auth", sentry_auth(KEY))
-        .body(body)
-        .send()
-        .await;
-    let took = started.elapsed();
-    match response {
-        Ok(r) => {
-            let durability = r.headers().get("x-cyclops-durability").and_then(|v| v.to_str().ok()).map(str::to_owned);
-            Answer { id, status: r.status().as_u16(), durability, took }
-        }
-        // The process was killed mid-request: not answered.
-        Err(_) => Answer { id, status: 0, durability: None, took },
-    }
+    cyclops_tests::load::send_one(client, &target(base), body_bytes).await
 }
 
-/// `n` events, `concurrency` at a time.
 async fn load(base: &str, n: usize, concurrency: usize) -> Vec<Answer> {
-    let client = reqwest::Client::new();
-    futures::stream::iter(0..n).map(|_| send_one(&client, base, 200)).buffer_unordered(concurrency).collect().await
+    cyclops_tests::load::load(&target(base), n, concurrency).await
 }
 
 /// 8 KiB events, one at a time, until one is not answered 200 (at most
@@ -88,24 +63,6 @@ async fn send_until_refused(client: &reqwest::Client, base: &str, most: usize) -
 
 async fn count(base: &str) -> Value {
     reqwest::get(format!("{base}/count")).await.expect("count").json().await.expect("json")
-}
-
-/// The event ids (hex, no dashes) whose text is in what Sentry received.
-fn delivered(requests: &[Recorded], ids: &HashSet<String>) -> HashSet<String> {
-    let texts: Vec<String> = requests
-        .iter()
-        .map(|r| {
-            let text = if r.header("content-encoding") == Some("gzip") {
-                let mut out = String::new();
-                std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&r.body[..]), &mut out).ok();
-                out
-            } else {
-                r.text()
-            };
-            text.replace('-', "")
-        })
-        .collect();
-    ids.iter().filter(|id| texts.iter().any(|t| t.contains(id.as_str()))).cloned().collect()
 }
 
 #[tokio::test]
