@@ -13,6 +13,7 @@ use cyclops_common::kafka::ClientBuilder;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::redis_server::RedisTls;
 use crate::test_config;
 
 static LOCK: Mutex<()> = Mutex::const_new(());
@@ -23,6 +24,11 @@ fn port(var: &str, default: u16) -> u16 {
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn tls_file(name: &str) -> String {
+    let stack = std::env::var("CYCLOPS_STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join(".stack"));
+    stack.join("cluster/tls").join(name).display().to_string()
 }
 
 /// The cluster, held exclusively by one test.
@@ -55,9 +61,13 @@ impl Cluster {
 
     /// The CA that signed the brokers' certificates.
     pub fn ca(&self) -> String {
-        let stack =
-            std::env::var("CYCLOPS_STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join(".stack"));
-        stack.join("cluster/tls/ca.pem").display().to_string()
+        tls_file("ca.pem")
+    }
+
+    /// The brokers' certificate and key (for 127.0.0.1), with their CA: for
+    /// another loopback TLS server of a test's (a `rediss://` Redis).
+    pub fn server_tls(&self) -> RedisTls {
+        RedisTls { cert: tls_file("broker.pem"), key: tls_file("broker.key"), ca: self.ca() }
     }
 
     /// [`test_config`] on the cluster: topics replicated 3 times with

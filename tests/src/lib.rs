@@ -95,12 +95,21 @@ pub fn event_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// A service started in-process.
+/// A service started in-process. Dropped (a test that panics drops it), it
+/// is told to stop: its background threads would otherwise keep the test's
+/// runtime from shutting down, and a failing test would hang the suite
+/// instead of failing.
 #[derive(Debug)]
 pub struct TestService {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
-    pub task: JoinHandle<anyhow::Result<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for TestService {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 impl TestService {
@@ -109,9 +118,10 @@ impl TestService {
     }
 
     /// Cancels the service and waits (bounded) for it to stop.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.task).await??
+        let task = self.task.take().ok_or_else(|| anyhow::anyhow!("stopped twice"))?;
+        tokio::time::timeout(Duration::from_secs(15), task).await??
     }
 }
 
@@ -122,7 +132,7 @@ pub async fn spawn_ingest(config: Config) -> anyhow::Result<TestService> {
     let ingest = cyclops_ingest::Ingest::build(config, shutdown.clone()).await?;
     let addr = ingest.local_addr();
     let task = tokio::spawn(async move { Ok(ingest.run().await?) });
-    Ok(TestService { addr, shutdown, task })
+    Ok(TestService { addr, shutdown, task: Some(task) })
 }
 
 /// Starts `cyclops-forwarder` with `config`.
@@ -132,7 +142,7 @@ pub async fn spawn_forwarder(config: Config) -> anyhow::Result<TestService> {
     let forwarder = cyclops_forwarder::Forwarder::build(config, shutdown.clone()).await?;
     let addr = forwarder.local_addr();
     let task = tokio::spawn(async move { Ok(forwarder.run().await?) });
-    Ok(TestService { addr, shutdown, task })
+    Ok(TestService { addr, shutdown, task: Some(task) })
 }
 
 /// Polls `probe` until it returns `Some`, for at most `deadline`, backing off

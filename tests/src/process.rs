@@ -52,8 +52,13 @@ impl Which {
 pub struct ServiceProcess {
     pub addr: SocketAddr,
     child: Child,
+    /// Everything it wrote to stderr so far (at most [`LOG_MAX_BYTES`]).
+    log: std::sync::Arc<std::sync::Mutex<String>>,
     _conf: tempfile::NamedTempFile,
 }
+
+/// Most stderr kept per process.
+const LOG_MAX_BYTES: usize = 64 << 20;
 
 /// The forwarder process of the older tests.
 pub type ForwarderProcess = ServiceProcess;
@@ -67,20 +72,43 @@ impl ServiceProcess {
     /// Starts `which` with `config` and the extra environment `env`, and
     /// waits until it says where it listens.
     pub async fn spawn(which: Which, config: &Config, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::spawn_verbose(which, config, env, "-v").await
+    }
+
+    /// [`Self::spawn`] with a verbosity flag of the test's (`-vvv`: debug).
+    pub async fn spawn_verbose(
+        which: Which,
+        config: &Config,
+        env: &[(&str, &str)],
+        verbosity: &str,
+    ) -> anyhow::Result<Self> {
         let mut conf = tempfile::NamedTempFile::new()?;
         std::io::Write::write_all(&mut conf, toml::to_string(config)?.as_bytes())?;
         let mut child = Command::new(binary(which.binary())?)
             .arg("--conf")
             .arg(conf.path())
-            .arg("-v")
+            .arg(verbosity)
             .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
         let stderr = child.stderr.take().ok_or_else(|| anyhow::anyhow!("no stderr"))?;
         let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let keep = {
+            let log = log.clone();
+            move |line: &str| {
+                if let Ok(mut log) = log.lock()
+                    && log.len() < LOG_MAX_BYTES
+                {
+                    log.push_str(line);
+                    log.push('\n');
+                }
+            }
+        };
         let announced = async {
             while let Some(line) = lines.next_line().await? {
+                keep(&line);
                 if let Some(addr) = line.split(which.banner()).nth(1) {
                     return Ok::<_, anyhow::Error>(addr.trim().parse::<SocketAddr>()?);
                 }
@@ -89,8 +117,12 @@ impl ServiceProcess {
         };
         let addr = tokio::time::timeout(Duration::from_secs(30), announced).await??;
         // Keep draining its stderr so that it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { addr, child, _conf: conf })
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                keep(&line);
+            }
+        });
+        Ok(Self { addr, child, log, _conf: conf })
     }
 
     /// SIGKILL: no drain, no final commit.
@@ -106,6 +138,11 @@ impl ServiceProcess {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     pub fn pid(&self) -> Option<u32> {

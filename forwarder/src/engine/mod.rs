@@ -286,6 +286,14 @@ impl EngineStatus {
             "breaker": view.breaker,
             "holds": holds,
             "projects": per_project,
+            "assigned_partitions": parts.len(),
+            // A forwarder beyond the partition count gets none: say so,
+            // rather than look like one with nothing to deliver.
+            "idle": parts.is_empty(),
+            "idle_reason": parts.is_empty().then_some(
+                "no partition assigned: the group has at least as many forwarders as the project topics have \
+                 partitions (raise kafka.topic_partitions), or it is rebalancing"
+            ),
             "partitions": partitions,
         })
     }

@@ -2,6 +2,8 @@
 //! `min.insync.replicas` 2): what a broker failure does to ingest and the
 //! forwarder, and the SASL_SSL listener with SCRAM.
 //!
+//! The consumer group on the cluster is `cluster_group.rs`'s.
+//!
 //! Each test holds [`Cluster::lock`]: they kill nodes, so they run one at a
 //! time, and each leaves every node running.
 
@@ -18,9 +20,9 @@ use cyclops_tests::{TestService, spawn_forwarder, spawn_ingest, wait_for};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-const KEY: &str = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
+pub(crate) const KEY: &str = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
 
-fn config(cluster: &Cluster, project: u64, sentry: &FakeSentry) -> Config {
+pub(crate) fn config(cluster: &Cluster, project: u64, sentry: &FakeSentry) -> Config {
     let mut config = cluster.config();
     config.projects = vec![ProjectKey { id: project, public_key: KEY.into(), secret_key: None }];
     config.sentry.base_url = sentry.url();
@@ -33,7 +35,7 @@ fn config(cluster: &Cluster, project: u64, sentry: &FakeSentry) -> Config {
     config
 }
 
-fn target(ingest: &TestService, project: u64) -> Target {
+pub(crate) fn target(ingest: &TestService, project: u64) -> Target {
     Target { base: ingest.url(""), project, key: KEY.into() }
 }
 
@@ -44,7 +46,7 @@ async fn ready(service: &TestService) -> (u16, Value) {
 }
 
 /// Waits until the fake Sentry has every one of `ids`; panics naming the missing.
-async fn all_arrive(sentry: &FakeSentry, ids: &HashSet<String>) {
+pub(crate) async fn all_arrive(sentry: &FakeSentry, ids: &HashSet<String>) {
     let arrived = wait_for(Duration::from_secs(180), "every event at the fake Sentry", || async {
         (delivered(&sentry.requests(), ids).len() == ids.len()).then_some(())
     })

@@ -2,6 +2,7 @@
 //! (`make test` starts it). Helpers live in `cyclops_tests`.
 
 mod cluster;
+mod cluster_group;
 mod contract;
 mod durability;
 mod farm;
@@ -12,6 +13,7 @@ mod keys;
 mod lag;
 mod pipeline;
 mod sdks;
+mod secrets;
 mod spool;
 mod stack;
 mod status;
