@@ -81,13 +81,17 @@ async fn four_forwarders_share_the_partitions_evenly_and_take_over_from_a_killed
         forwarders.push(ServiceProcess::spawn(Which::Forwarder, &config, &[]).await.expect("forwarder"));
     }
     let urls: Vec<String> = forwarders.iter().map(|f| f.url("/count")).collect();
+    let last = std::sync::Mutex::new(None);
     let spread = wait_for(Duration::from_secs(60), "6 partitions over 4 forwarders, evenly", || async {
         let owned = owned(&urls).await?;
+        if let Ok(mut last) = last.lock() {
+            *last = Some(owned.clone());
+        }
         let (min, max) = (owned.iter().min()?, owned.iter().max()?);
         (owned.iter().sum::<u64>() == 6 && max - min <= 1).then_some(owned)
     })
     .await
-    .expect("spread evenly");
+    .unwrap_or_else(|e| panic!("{e}: partitions owned {:?}", last.lock().map(|l| l.clone())));
     all_arrive(&sentry, &first).await;
 
     let killed = forwarders.remove(0);

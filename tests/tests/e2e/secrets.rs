@@ -105,7 +105,7 @@ async fn no_configured_secret_appears_in_any_log_line_at_debug() {
         logs.push(service.log());
     }
     let log = logs.join("\n");
-    assert!(log.lines().count() > 100, "a debug log: {} lines", log.lines().count());
+    assert!(log.contains("DEBUG"), "not a debug log: {log}");
     for secret in &secrets {
         let line = log.lines().find(|l| l.contains(secret.as_str()));
         assert!(line.is_none(), "a configured secret in the log: {line:?}");
