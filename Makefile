@@ -17,8 +17,9 @@ test: stack-up cluster-up
 # Load benchmark of ingest (prints a table; not part of `make test`).
 # Each run writes gigabytes to Kafka: the bench-* topics are deleted when it
 # ends, passed, failed or interrupted (so do not run the two benchmarks at once: each deletes the other's topics).
-bench: stack-up
-	@trap "bash stack/stack.sh delete-topics 'bench-.*'" EXIT; trap 'exit 130' INT TERM; \
+bench: stack-up cluster-up
+	@trap "bash stack/stack.sh delete-topics 'bench-.*'; KAFKA_PORT=$${KAFKA_CLUSTER_PORT:-19092} bash stack/stack.sh delete-topics 'bench-.*'" EXIT; \
+	  trap 'exit 130' INT TERM; \
 	  $(CARGO) bench -p cyclops-ingest --bench load
 
 # Delivery benchmark of the forwarder (prints a table; not part of `make test`).

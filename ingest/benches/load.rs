@@ -1,11 +1,14 @@
 //! Load benchmark of `cyclops-ingest` (not a test: it prints numbers and
 //! asserts nothing). Run with `make bench`.
 //!
-//! Four servers (five with a baseline) are measured the same way, each pinned to one core (core 0)
+//! Five servers (six with a baseline) are measured the same way, each pinned to one core (core 0)
 //! while this load generator runs on another (core 1):
 //!
 //! - **accept**: ingest storing every event (`acks=all`, flood filter in
 //!   Redis but with a limit no event reaches);
+//! - **cluster**: the accept path on `stack/cluster.sh`'s three brokers,
+//!   topics replicated 3 times with `min.insync.replicas` 2 (`acks=all`
+//!   then waits for a second broker), beside the single broker's;
 //! - **spool**: the accept path with Kafka stopped (the brokers' port is
 //!   closed): after the first events wait out a 500 ms produce timeout,
 //!   every event is fsynced in the spool before its 200;
@@ -347,6 +350,8 @@ async fn measure(name: &'static str, addr: SocketAddr, pid: u32, bodies: Arc<Vec
 enum Storage {
     /// Into the stack's Kafka.
     Kafka,
+    /// Into the 3-broker cluster, replication factor 3, min.insync.replicas 2.
+    Cluster,
     /// Kafka stopped (a closed port): every event goes to the spool.
     Spool,
 }
@@ -359,13 +364,21 @@ fn ingest_config(
 ) -> tempfile::NamedTempFile {
     let mut file = tempfile::NamedTempFile::new().expect("temp file");
     let prefix = format!("bench-{}-", uuid::Uuid::new_v4().simple());
-    let kafka = match storage {
-        Storage::Kafka => env_or("KAFKA_PORT", "9092"),
-        Storage::Spool => free_port().to_string(),
+    let brokers = match storage {
+        Storage::Kafka => format!("127.0.0.1:{}", env_or("KAFKA_PORT", "9092")),
+        Storage::Cluster => {
+            let base: u16 = env_or("KAFKA_CLUSTER_PORT", "19092").parse().expect("KAFKA_CLUSTER_PORT");
+            (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect::<Vec<_>>().join(",")
+        }
+        Storage::Spool => format!("127.0.0.1:{}", free_port()),
+    };
+    let replication = match storage {
+        Storage::Cluster => "topic_replication_factor = 3\ntopic_min_insync_replicas = 2\n",
+        Storage::Kafka | Storage::Spool => "",
     };
     write!(
         file,
-        "[kafka]\nbrokers = \"127.0.0.1:{kafka}\"\ntopic_prefix = \"{prefix}\"\n\
+        "[kafka]\nbrokers = \"{brokers}\"\ntopic_prefix = \"{prefix}\"\n{replication}\
          [redis]\nurl = \"redis://127.0.0.1:{redis}/0\"\nkey_prefix = \"{prefix}\"\n\
          [ingest]\nbind = \"127.0.0.1\"\nport = {port}\nshutdown_delay_ms = 0\nproduce_timeout_ms = {timeout}\n\
          [ingest.flood]\nmax_uses = {max_uses}\nwindow_secs = 1\n\
@@ -461,7 +474,7 @@ fn main() {
             MEASURE.as_secs(),
             latency_window().as_secs()
         );
-        // CYCLOPS_BENCH_ONLY=accept (or spool, drop, null, baseline; or a
+        // CYCLOPS_BENCH_ONLY=accept (or cluster, spool, drop, null, baseline; or a
         // comma-separated list) measures those servers; the others print as skipped.
         let only = std::env::var("CYCLOPS_BENCH_ONLY").ok();
         let wanted = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == name));
@@ -478,6 +491,12 @@ fn main() {
         } else {
             Row::skipped("ingest, accept path")
         };
+        let cluster = if wanted("cluster") {
+            run_ingest("ingest, accept path, 3-broker cluster (RF 3, min ISR 2)", u64::MAX / 2, Storage::Cluster, bodies.clone())
+                .await
+        } else {
+            Row::skipped("ingest, accept path, 3-broker cluster (RF 3, min ISR 2)")
+        };
         let spool = if wanted("spool") {
             run_ingest("ingest, spool path (Kafka stopped)", u64::MAX / 2, Storage::Spool, bodies.clone()).await
         } else {
@@ -493,7 +512,7 @@ fn main() {
             "| server | events/s | server CPU, cores | events/s per server core | vs null | non-200 | p50 ms @ half rate | p99 ms @ half rate | p99.9 ms @ half rate | peak RSS MiB |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|");
-        for row in [&null, &accept, &baseline, &spool, &drop] {
+        for row in [&null, &accept, &cluster, &baseline, &spool, &drop] {
             println!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.name,
@@ -516,8 +535,9 @@ fn main() {
             (false, false) => "MISSED",
         };
         println!(
-            "targets: accept >= 15000 events/s per core ({}); spool >= accept per core ({}); spool p99 <= accept p99 at half load ({}); drop >= 25% of null ({}); p99 <= 10 ms at half load ({}); RSS <= 100 MiB ({})",
+            "targets: accept >= 15000 events/s per core ({}); cluster >= 75% of accept per core ({}); spool >= accept per core ({}); spool p99 <= accept p99 at half load ({}); drop >= 25% of null ({}); p99 <= 10 ms at half load ({}); RSS <= 100 MiB ({})",
             verdict(&[&accept], accept.per_core() >= 15_000.0),
+            verdict(&[&accept, &cluster], cluster.per_core() >= 0.75 * accept.per_core()),
             verdict(&[&accept, &spool], spool.per_core() >= accept.per_core()),
             verdict(&[&accept, &spool], spool.latency.p99 <= accept.latency.p99),
             verdict(&[&drop, &null], drop.rate >= 0.25 * null.rate),
