@@ -68,13 +68,24 @@ pub async fn load(target: &Target, n: usize, concurrency: usize) -> Vec<Answer> 
     futures::stream::iter(0..n).map(|_| send_one(&client, target, 200)).buffer_unordered(concurrency).collect().await
 }
 
-/// Events `concurrency` at a time until `stop` (at most `most`): a steady
-/// load to run faults under.
-pub async fn load_until(target: &Target, concurrency: usize, most: usize, stop: CancellationToken) -> Vec<Answer> {
+/// Events `concurrency` at a time, each sender pausing `pace` after each
+/// answer, until `stop` (at most `most`): a steady load to run faults
+/// under, bounded in rate so that what it sends can be delivered in time.
+pub async fn load_until(
+    target: &Target,
+    concurrency: usize,
+    pace: Duration,
+    most: usize,
+    stop: CancellationToken,
+) -> Vec<Answer> {
     let client = reqwest::Client::new();
     futures::stream::iter(0..most)
         .take_until(stop.cancelled_owned())
-        .map(|_| send_one(&client, target, 200))
+        .map(|_| async {
+            let answer = send_one(&client, target, 200).await;
+            tokio::time::sleep(pace).await;
+            answer
+        })
         .buffer_unordered(concurrency)
         .collect()
         .await
