@@ -111,18 +111,7 @@ group.initial.rebalance.delay.ms=0
 broker.session.timeout.ms=6000
 broker.heartbeat.interval.ms=1000
 EOF
-  cat >"$dir/log4j2.properties" <<EOF
-status = warn
-appender.file.type = File
-appender.file.name = file
-appender.file.fileName = $(node_log "$n")
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = info
-rootLogger.appenderRef.file.ref = file
-logger.state.name = state.change.logger
-logger.state.level = warn
-EOF
+  write_kafka_log4j "$dir/log4j2.properties" "$(node_log "$n")"
 }
 
 # Formats every node that has no data yet, with one cluster id and the

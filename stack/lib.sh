@@ -119,3 +119,20 @@ install_all() {
   install_debian_packages
   fetch_kafka
 }
+
+# A broker's log4j2 configuration at $1: INFO to the file $2, state changes
+# only from WARN (they are most of a busy broker's log).
+write_kafka_log4j() {
+  cat >"$1" <<EOF
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = $2
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.state.name = state.change.logger
+logger.state.level = warn
+EOF
+}

@@ -60,18 +60,7 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
-  cat >"$KAFKA_HOME/log4j2.properties" <<EOF
-status = warn
-appender.file.type = File
-appender.file.name = file
-appender.file.fileName = $KAFKA_LOG
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = info
-rootLogger.appenderRef.file.ref = file
-logger.state.name = state.change.logger
-logger.state.level = warn
-EOF
+  write_kafka_log4j "$KAFKA_HOME/log4j2.properties" "$KAFKA_LOG"
 }
 
 kafka_up() {
