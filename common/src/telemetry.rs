@@ -1,13 +1,14 @@
 //! Logging (tracing) and metrics (a Prometheus recorder) setup.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
 
 /// Buckets of every `*_seconds` histogram: 1 ms to 30 s.
 const LATENCY_BUCKETS_SECS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-use tracing_subscriber::EnvFilter;
 
 /// Sets up logging to stderr. Verbosity follows Cyclops's `-v` flags:
 /// none = errors only, `-v` = warnings, `-vv` = info, `-vvv` = debug.
@@ -26,8 +27,13 @@ pub fn init_tracing(verbosity: u8) {
     // log_internal_errors(false): on a failed write the subscriber would
     // otherwise report it with `eprintln!`, which panics on a closed stderr —
     // inside whatever task was logging (the signal watcher, once).
-    let subscriber =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
+    // Colours only on a terminal: a log collector reading a pipe or a file
+    // would otherwise store escape codes inside every `key=value`.
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false);
     if subscriber.try_init().is_err() {
         tracing::debug!("tracing already initialised");
     }

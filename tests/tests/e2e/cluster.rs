@@ -15,6 +15,7 @@ use cyclops_common::record::topic_name;
 use cyclops_tests::cluster::Cluster;
 use cyclops_tests::fake_sentry::FakeSentry;
 use cyclops_tests::load::{Answer, Target, delivered, duplicates, load, load_until, spooled};
+use cyclops_tests::process::{ServiceProcess, Which};
 use cyclops_tests::sdk::{python_sends, rust_sends};
 use cyclops_tests::{TestService, spawn_forwarder, spawn_ingest, wait_for};
 use serde_json::Value;
@@ -223,4 +224,32 @@ async fn a_wrong_kafka_password_makes_both_services_unready_naming_authenticatio
     }
     forwarder.stop().await.expect("forwarder stops");
     ingest.stop().await.expect("ingest stops");
+}
+
+#[tokio::test]
+async fn an_existing_topic_with_fewer_replicas_than_configured_is_named_at_start() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let cluster = Cluster::lock().await.expect("cluster");
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    const PROJECT: u64 = 1005;
+    let config = config(&cluster, PROJECT, &sentry);
+    // Made before the factor was raised: one replica.
+    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        cyclops_common::kafka::ClientBuilder::new(&config.kafka, "cyclops-tests").create_plain().expect("admin");
+    let created = admin
+        .create_topics(&[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("create");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    for which in [Which::Ingest, Which::Forwarder] {
+        let service = ServiceProcess::spawn(which, &config, &[]).await.expect("service");
+        let line = wait_for(Duration::from_secs(30), "the under-replication warning", || async {
+            service.log().lines().find(|l| l.contains("fewer replicas") && l.contains(&topic)).map(str::to_owned)
+        })
+        .await
+        .expect("warned, naming the topic");
+        assert!(line.contains("replicas=1") && line.contains("configured=3"), "{line}");
+        service.kill9().await.ok();
+    }
 }
