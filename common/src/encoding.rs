@@ -73,29 +73,64 @@ pub fn read_bounded(
 
 /// The body with its `Content-Encoding` undone, at most `limit` bytes.
 pub fn decode(encoding: Encoding, body: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, DecodeError> {
-    let out = match encoding {
-        Encoding::Identity => {
-            if body.len() > limit {
-                return Err(DecodeError::TooLarge { limit });
-            }
-            return Ok(Cow::Borrowed(body));
-        }
-        // The body is in memory: the `bufread` decoders read it in place,
-        // without the 32 KiB zeroed buffer a `read` decoder adds per request.
-        Encoding::Gzip => read_bounded(flate2::bufread::MultiGzDecoder::new(body), limit, body.len(), "gzip")?,
+    match reader(encoding, body)? {
+        None if body.len() > limit => Err(DecodeError::TooLarge { limit }),
+        None => Ok(Cow::Borrowed(body)),
+        Some(decoder) => Ok(Cow::Owned(read_bounded(decoder, limit, body.len(), encoding_name(encoding))?)),
+    }
+}
+
+fn encoding_name(encoding: Encoding) -> &'static str {
+    encoding.name().unwrap_or("identity")
+}
+
+/// A decoder of `body`, read step by step by whoever must bound or account
+/// for what it produces; `None` for identity (the body is its own decoding).
+pub fn reader(encoding: Encoding, body: &[u8]) -> Result<Option<Box<dyn Read + Send + '_>>, DecodeError> {
+    // The body is in memory: the `bufread` decoders read it in place,
+    // without the 32 KiB zeroed buffer a `read` decoder adds per request.
+    Ok(Some(match encoding {
+        Encoding::Identity => return Ok(None),
+        Encoding::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(body)),
         // RFC 9110's deflate is zlib-wrapped; some clients send raw deflate.
-        Encoding::Deflate if looks_like_zlib(body) => {
-            read_bounded(flate2::bufread::ZlibDecoder::new(body), limit, body.len(), "deflate")?
+        Encoding::Deflate if looks_like_zlib(body) => Box::new(flate2::bufread::ZlibDecoder::new(body)),
+        Encoding::Deflate => Box::new(flate2::bufread::DeflateDecoder::new(body)),
+        Encoding::Brotli => Box::new(brotli_decompressor::Decompressor::new(body, 4096)),
+        Encoding::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(body).map_err(|e| DecodeError::Invalid(format!("zstd: {e}")))?,
+        ),
+    }))
+}
+
+/// The decoded body up to and including its first `\n` (all of it when it
+/// has none), decompressing no further than that: an envelope's header line
+/// read before anything else of it. Fails past `max` bytes without one.
+pub fn first_line(encoding: Encoding, body: &[u8], max: usize) -> Result<Vec<u8>, DecodeError> {
+    let Some(mut decoder) = reader(encoding, body)? else {
+        let end = body.iter().position(|&b| b == b'\n').map_or(body.len(), |i| i + 1);
+        if end > max {
+            return Err(DecodeError::TooLarge { limit: max });
         }
-        Encoding::Deflate => read_bounded(flate2::bufread::DeflateDecoder::new(body), limit, body.len(), "deflate")?,
-        Encoding::Brotli => read_bounded(brotli_decompressor::Decompressor::new(body, 4096), limit, body.len(), "br")?,
-        Encoding::Zstd => {
-            let decoder = zstd::stream::read::Decoder::with_buffer(body)
-                .map_err(|e| DecodeError::Invalid(format!("zstd: {e}")))?;
-            read_bounded(decoder, limit, body.len(), "zstd")?
-        }
+        return Ok(body[..end].to_vec());
     };
-    Ok(Cow::Owned(out))
+    let mut line = Vec::with_capacity(1024.min(max));
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n =
+            decoder.read(&mut chunk).map_err(|e| DecodeError::Invalid(format!("{}: {e}", encoding_name(encoding))))?;
+        let got = &chunk[..n];
+        if let Some(i) = got.iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&got[..=i]);
+        } else {
+            line.extend_from_slice(got);
+        }
+        if line.len() > max {
+            return Err(DecodeError::TooLarge { limit: max });
+        }
+        if n == 0 || line.last() == Some(&b'\n') {
+            return Ok(line);
+        }
+    }
 }
 
 /// A zlib stream starts with CMF/FLG bytes whose 16-bit value is a multiple of 31.
@@ -179,6 +214,20 @@ mod tests {
         let zstd_bomb = zstd::encode_all(vec![0u8; 10 << 20].as_slice(), 3).expect("zstd");
         assert_eq!(decode(Encoding::Zstd, &zstd_bomb, 1 << 20), Err(DecodeError::TooLarge { limit: 1 << 20 }));
         assert_eq!(decode(Encoding::Identity, EVENT, 4), Err(DecodeError::TooLarge { limit: 4 }));
+    }
+
+    #[test]
+    fn the_first_line_is_read_without_decoding_the_rest() {
+        let mut envelope = br#"{"dsn":"https://k@h/1"}"#.to_vec();
+        envelope.push(b'\n');
+        let header = envelope.clone();
+        // A bomb after the header: reading the line must not decode it.
+        envelope.extend(std::iter::repeat_n(b'x', 10 << 20));
+        let body = gzip(&envelope);
+        assert_eq!(first_line(Encoding::Gzip, &body, 4096), Ok(header.clone()));
+        assert_eq!(first_line(Encoding::Identity, &envelope, 4096), Ok(header.clone()));
+        assert_eq!(first_line(Encoding::Identity, b"no newline", 4096), Ok(b"no newline".to_vec()));
+        assert_eq!(first_line(Encoding::Gzip, &gzip(&[b'x'; 5000]), 4096), Err(DecodeError::TooLarge { limit: 4096 }));
     }
 
     #[test]

@@ -13,8 +13,6 @@ pub enum IngestError {
     Redis(#[from] cyclops_common::redis_client::RedisClientError),
     #[error(transparent)]
     Status(#[from] cyclops_common::status::StatusError),
-    #[error("http server failed: {0}")]
-    Serve(std::io::Error),
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
     #[error(transparent)]

@@ -12,6 +12,7 @@ pub mod floods;
 pub mod intake;
 pub mod keys;
 pub mod keys_refresh;
+pub mod listener;
 pub mod metrics;
 pub mod producer;
 mod server;

@@ -21,6 +21,16 @@ pub const KEYS_LOADED: &str = "cyclops_ingest_keys_loaded";
 /// Counter of failed key reloads from Sentry's database.
 pub const KEY_REFRESH_FAILURES: &str = "cyclops_ingest_key_refresh_failures_total";
 
+/// Gauge of open client connections.
+pub const CONNECTIONS: &str = "cyclops_ingest_connections";
+/// Counter of client-facing limits hit. Labels: `limit` (`max_connections`,
+/// `accept_error`, `request_head_timeout`, `keepalive_idle_timeout`,
+/// `body_timeout`, `in_flight_wait`, `in_flight_client_share`).
+pub const LIMIT_HITS: &str = "cyclops_ingest_limit_hits_total";
+
+/// Counter of bytes produced by undoing bodies' `Content-Encoding`.
+pub const DECODED_BYTES: &str = "cyclops_ingest_decoded_bytes_total";
+
 /// Gauge of records in the spool.
 pub const SPOOL_RECORDS: &str = "cyclops_ingest_spool_records";
 /// Gauge of the spool's record bytes (what `ingest.spool.max_bytes` bounds).
@@ -47,6 +57,9 @@ pub(crate) fn describe() {
     metrics::describe_counter!(SPOOL_CORRUPT, "Corrupt spool records skipped, and corrupt spool files moved aside.");
     metrics::describe_histogram!(SPOOL_FSYNC_SECONDS, metrics::Unit::Seconds, "One spool commit (one fsync).");
     metrics::describe_gauge!(KAFKA_DOWN, "1 while Kafka is not taking events and they are spooled.");
+    metrics::describe_gauge!(CONNECTIONS, "Open client connections.");
+    metrics::describe_counter!(LIMIT_HITS, "Client-facing limits hit (deadlines, connection cap, memory budget).");
+    metrics::describe_counter!(DECODED_BYTES, metrics::Unit::Bytes, "Bytes produced by decompressing bodies.");
     metrics::describe_counter!(REQUESTS, "Intake requests, by endpoint and HTTP status.");
     metrics::describe_counter!(ACCEPTED, "Events acknowledged by Kafka (or queued, with ingest.ack = enqueue).");
     metrics::describe_counter!(IGNORED, "Events dropped on purpose (flood filter, sampling), answered 200.");

@@ -37,6 +37,7 @@ const REDIS_START_WAIT: Duration = Duration::from_secs(2);
 pub struct Ingest {
     listener: TcpListener,
     router: Router,
+    limits: crate::listener::Limits,
     intake: Arc<Intake>,
     supervisor: Supervisor,
     shutdown: CancellationToken,
@@ -53,6 +54,7 @@ impl Ingest {
     /// `shutdown` later stops the service.
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, IngestError> {
         let addr = SocketAddr::new(config.ingest.bind, config.ingest.port);
+        crate::listener::raise_file_limit(config.ingest.connections.max_connections);
         let listener = TcpListener::bind(addr).await.map_err(|source| IngestError::Bind { addr, source })?;
         let port = listener.local_addr().map_or(config.ingest.port, |a| a.port());
         // The recorder first: metrics recorded before it exists are lost.
@@ -149,7 +151,8 @@ impl Ingest {
             .merge(Router::new().route("/count", get(count)).route("/floods", get(floods)).with_state(intake.clone()));
         let drain = Duration::from_secs(config.ingest.drain_timeout_secs);
         let delay = Duration::from_millis(config.ingest.shutdown_delay_ms);
-        Ok(Self { listener, router, intake, supervisor, shutdown, drain_stop, drain, delay })
+        let limits = crate::listener::Limits::new(&config.ingest.connections);
+        Ok(Self { listener, router, limits, intake, supervisor, shutdown, drain_stop, drain, delay })
     }
 
     /// The address actually bound (useful with port 0).
@@ -163,8 +166,7 @@ impl Ingest {
     /// requests finish for at most the drain time. A background task that
     /// fails starts the same shutdown, and makes this return its failure.
     pub async fn run(self) -> Result<(), IngestError> {
-        let Self { listener, router, intake, mut supervisor, shutdown, drain_stop, drain, delay } = self;
-        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        let Self { listener, router, limits, intake, mut supervisor, shutdown, drain_stop, drain, delay } = self;
         // Shutdown turns /ready to 503 at once; the listener closes `delay` later.
         let stop_accepting = CancellationToken::new();
         let closed_at = Arc::new(std::sync::OnceLock::new());
@@ -178,9 +180,9 @@ impl Ingest {
                 Ok::<(), std::convert::Infallible>(())
             }
         });
-        let server = axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        let server = crate::listener::serve(listener, router, limits, stop_accepting.clone());
         let served = async {
-            let mut server = std::pin::pin!(with_grace(&stop_accepting, drain, server.into_future()));
+            let mut server = std::pin::pin!(with_grace(&stop_accepting, drain, server));
             tokio::select! {
                 served = &mut server => (served, None),
                 failed = supervisor.watch() => {
@@ -189,11 +191,7 @@ impl Ingest {
                 }
             }
         };
-        let (served, mut failed) = served.await;
-        let result = match served {
-            Some(served) => served.map_err(IngestError::Serve),
-            None => Ok(()),
-        };
+        let (_served, mut failed) = served.await;
         tracing::info!("ingest stopped");
         // With ack = acknowledged every answered event is in Kafka or the
         // spool already; with enqueue, this is the last chance for the queued
@@ -209,7 +207,7 @@ impl Ingest {
         }
         match failed {
             Some(failed) => Err(IngestError::Task(failed)),
-            None => result,
+            None => Ok(()),
         }
     }
 }

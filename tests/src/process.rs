@@ -82,9 +82,34 @@ impl ServiceProcess {
         env: &[(&str, &str)],
         verbosity: &str,
     ) -> anyhow::Result<Self> {
+        Self::launch(which, config, env, verbosity, None).await
+    }
+
+    /// [`Self::spawn`] with both open-file limits (soft and hard) set to
+    /// `open_files` (by util-linux's `prlimit`, which then runs the binary).
+    pub async fn spawn_with_open_files(which: Which, config: &Config, open_files: u64) -> anyhow::Result<Self> {
+        Self::launch(which, config, &[], "-v", Some(open_files)).await
+    }
+
+    async fn launch(
+        which: Which,
+        config: &Config,
+        env: &[(&str, &str)],
+        verbosity: &str,
+        open_files: Option<u64>,
+    ) -> anyhow::Result<Self> {
         let mut conf = tempfile::NamedTempFile::new()?;
         std::io::Write::write_all(&mut conf, toml::to_string(config)?.as_bytes())?;
-        let mut child = Command::new(binary(which.binary())?)
+        let binary = binary(which.binary())?;
+        let mut command = match open_files {
+            Some(n) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--nofile={n}:{n}")).arg("--").arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .arg("--conf")
             .arg(conf.path())
             .arg(verbosity)

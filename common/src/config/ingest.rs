@@ -48,15 +48,25 @@ pub struct IngestConfig {
     /// Largest envelope after decompression; also the largest body as
     /// received. Defaults to 20971520 (20 MiB).
     pub max_envelope_bytes: usize,
-    /// Memory budget of the requests being handled at once: a request waits
-    /// (holding only its connection) until its body — and, when encoded, a
-    /// decoded copy estimated at 4× — fits. Defaults to 268435456 (256 MiB).
+    /// Memory budget of the requests being handled at once: each body is
+    /// charged as its bytes arrive, and its decoded copy as decoding
+    /// produces it. Defaults to 268435456 (256 MiB).
     pub max_in_flight_bytes: usize,
+    /// Longest a request waits for room in `max_in_flight_bytes` before it
+    /// is answered 503 with `Retry-After`. Defaults to 2000.
+    pub in_flight_wait_ms: u64,
+    /// Most of `max_in_flight_bytes` one client address may hold at once,
+    /// in percent; past it, its requests are answered 503. Must leave room
+    /// for one compressed envelope and its decoded copy (twice
+    /// `max_envelope_bytes`). Defaults to 25.
+    pub in_flight_client_percent: u8,
     /// When an SDK gets its 200: `acknowledged` (Kafka has the event,
     /// `acks=all`) or `enqueue` (queued in this process's producer — lower
     /// latency, but an event is lost if the process dies before Kafka has it).
     /// Defaults to `acknowledged`.
     pub ack: AckMode,
+    /// `[ingest.connections]`
+    pub connections: ConnectionsConfig,
     /// `[ingest.flood]`
     pub flood: FloodConfig,
     /// `[ingest.sampling]`
@@ -81,7 +91,10 @@ impl Default for IngestConfig {
             max_event_bytes: 1 << 20,
             max_envelope_bytes: 20 << 20,
             max_in_flight_bytes: 256 << 20,
+            in_flight_wait_ms: 2000,
+            in_flight_client_percent: 25,
             ack: AckMode::Acknowledged,
+            connections: ConnectionsConfig::default(),
             flood: FloodConfig::default(),
             sampling: SamplingConfig::default(),
             spool: SpoolConfig::default(),
@@ -97,6 +110,39 @@ pub enum AckMode {
     Acknowledged,
     /// Once the event is queued in the producer.
     Enqueue,
+}
+
+/// `[ingest.connections]`: what a client may hold of the listener. Every
+/// limit is counted when hit (`cyclops_ingest_limit_hits_total`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// Most connections open at once; one more is answered 503 and closed.
+    /// The process's file-descriptor limit is raised to its hard limit at
+    /// start; keep this well under it. Defaults to 4096.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's head (request line and
+    /// headers), from its connection or from its first byte on a kept-alive
+    /// connection. Defaults to 10000.
+    pub request_head_timeout_ms: u64,
+    /// Longest a client may take to send a whole body (not per chunk);
+    /// past it the request is answered 408. Defaults to 60000.
+    pub body_timeout_ms: u64,
+    /// Longest a kept-alive connection may wait for its next request.
+    /// Longer than a load balancer's own idle timeout (60 s on AWS), so that
+    /// the balancer, not ingest, closes idle connections. Defaults to 75000.
+    pub keepalive_idle_timeout_ms: u64,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            request_head_timeout_ms: 10_000,
+            body_timeout_ms: 60_000,
+            keepalive_idle_timeout_ms: 75_000,
+        }
+    }
 }
 
 /// `[ingest.flood]`: the flood filter.

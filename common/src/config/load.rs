@@ -156,6 +156,32 @@ fn validate_ingest(ingest: &super::IngestConfig) -> Result<(), ConfigError> {
     if ingest.max_in_flight_bytes < ingest.max_envelope_bytes {
         return Err(key_error("ingest.max_in_flight_bytes", "must be at least ingest.max_envelope_bytes"));
     }
+    if !(1..=100).contains(&ingest.in_flight_client_percent) {
+        return Err(key_error("ingest.in_flight_client_percent", "must be between 1 and 100"));
+    }
+    if ingest.max_in_flight_bytes / 100 * usize::from(ingest.in_flight_client_percent) < 2 * ingest.max_envelope_bytes {
+        return Err(key_error(
+            "ingest.in_flight_client_percent",
+            "must leave one client room for a compressed envelope and its decoded copy (twice \
+             ingest.max_envelope_bytes of ingest.max_in_flight_bytes)",
+        ));
+    }
+    if !(1..=600_000).contains(&ingest.in_flight_wait_ms) {
+        return Err(key_error("ingest.in_flight_wait_ms", "must be between 1 and 600000 milliseconds"));
+    }
+    let c = &ingest.connections;
+    if !(1..=1_000_000).contains(&c.max_connections) {
+        return Err(key_error("ingest.connections.max_connections", "must be between 1 and 1000000"));
+    }
+    for (key, ms) in [
+        ("ingest.connections.request_head_timeout_ms", c.request_head_timeout_ms),
+        ("ingest.connections.body_timeout_ms", c.body_timeout_ms),
+        ("ingest.connections.keepalive_idle_timeout_ms", c.keepalive_idle_timeout_ms),
+    ] {
+        if !(100..=3_600_000).contains(&ms) {
+            return Err(key_error(key, "must be between 100 and 3600000 milliseconds"));
+        }
+    }
     if ingest.update_period_secs == 0 || ingest.update_period_secs > 86_400 {
         return Err(key_error("ingest.update_period_secs", "must be between 1 and 86400 seconds"));
     }

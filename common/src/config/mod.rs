@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::secret::Secret;
 
 pub use forwarder::{ForwarderConfig, PacingMode};
-pub use ingest::{AckMode, FloodConfig, IngestConfig, SamplingConfig, SpoolConfig};
+pub use ingest::{AckMode, ConnectionsConfig, FloodConfig, IngestConfig, SamplingConfig, SpoolConfig};
 pub use kafka::{KafkaConfig, SaslMechanism, SecurityProtocol};
 pub use load::{ConfigError, Overrides, Service, load, load_from_str};
 

@@ -8,7 +8,7 @@
 //! ones: a 429 would make the SDK hold back all of its errors, not only the
 //! flooding one.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -16,12 +16,16 @@ use axum::response::{IntoResponse, Response};
 use cyclops_common::flood::Verdict;
 use cyclops_common::record::{RecordHeaders, topic_name};
 
-use super::decode::Encoding;
+use super::decode::{self, Encoding};
 use super::payload::{self, Kind, Understood};
-use super::{Intake, StoreError, Submission, auth};
+use super::{Intake, StoreError, Submission, auth, body, envelope};
 use crate::durable::{Durability, Outgoing, StoreFailure};
 use crate::floods::Sample;
 use crate::spool::SpoolError;
+
+/// Longest envelope header line read to find a `dsn` (Relay's own limit on
+/// an envelope header is far below this).
+const ENVELOPE_HEADER_MAX_BYTES: usize = 64 << 10;
 
 /// Sentry's answer to a beacon: a transparent 1×1 GIF.
 const PIXEL_GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x00\xff\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x00;";
@@ -68,15 +72,12 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
 
 /// The client's address: the TCP peer, or behind a trusted proxy the
 /// leftmost `X-Forwarded-For` entry that is an IP address.
-pub(super) fn client_ip(trust_forwarded_for: bool, headers: &HeaderMap, peer: SocketAddr) -> String {
+pub(super) fn client_ip(trust_forwarded_for: bool, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
     let forwarded = || {
         let value = headers.get("x-forwarded-for")?.to_str().ok()?;
-        value.split(',').next()?.trim().parse::<std::net::IpAddr>().ok()
+        value.split(',').next()?.trim().parse::<IpAddr>().ok()
     };
-    match trust_forwarded_for.then(forwarded).flatten() {
-        Some(ip) => ip.to_string(),
-        None => peer.ip().to_string(),
-    }
+    trust_forwarded_for.then(forwarded).flatten().unwrap_or(peer.ip())
 }
 
 /// A project id as Sentry writes one: decimal digits, no sign, no leading
@@ -99,34 +100,42 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
     };
     let query = s.uri.query().filter(|q| !q.is_empty());
     let request_auth = auth::from_request(&s.headers, query)?;
-    // With the key in a header or the query, refuse strangers before any decoding.
+    // Strangers are refused before their body is read, let alone decoded.
     let early_project = match &request_auth {
         Some(auth) => Some(intake.keys.resolve(auth, path_project)?),
+        // Only an envelope can carry its credentials inside (its header's `dsn`).
+        None if kind != Kind::Envelope => return Err(StoreError::MissingAuth),
         None => None,
     };
-    let body = s.body.map_err(|e| StoreError::Body { status: e.status().as_u16(), message: e.body_text() })?;
+    let raw_encoding = header_str(&s.headers, header::CONTENT_ENCODING);
+    let encoding = Encoding::from_header(raw_encoding.as_deref())?;
+    let limits = intake.config.limits;
+    let client = client_ip(intake.config.trust_forwarded_for, &s.headers, s.peer);
+    let mut charge = intake.budget.charge(client);
+    let timeout_secs = intake.config.body_timeout.as_secs();
+    let declared = body::declared_length(&s.headers);
+    let body = body::read(s.body, limits.envelope_bytes, declared, s.body_deadline, timeout_secs, &mut charge).await?;
     if kind != Kind::Beacon && body.is_empty() {
         return Err(StoreError::EmptyBody);
     }
-    let raw_encoding = header_str(&s.headers, header::CONTENT_ENCODING);
-    let encoding = Encoding::from_header(raw_encoding.as_deref())?;
-    let understood = payload::understand(kind, encoding, &body, s.uri.path(), query, intake.config.limits)?;
-
-    let (auth, project_id) = match (request_auth, early_project, understood.dsn.as_deref()) {
-        (Some(auth), Some(project), dsn) => {
-            // Relay answers a header/dsn disagreement as an invalid envelope.
-            if dsn.and_then(|d| auth::from_dsn(d).ok()).is_some_and(|d| d.public_key != auth.public_key) {
-                return Err(StoreError::InvalidEnvelope("header mismatch: public key".into()));
-            }
-            (auth, project)
-        }
-        (None, _, Some(dsn)) if kind == Kind::Envelope => {
-            let auth = auth::from_dsn(dsn)?;
+    let (auth, project_id) = match (request_auth, early_project) {
+        (Some(auth), Some(project)) => (auth, project),
+        _ => {
+            // Its header line, decoded no further, names the key. A body
+            // that yields none is a stranger's: 401 whatever else is wrong with it.
+            let line = decode::first_line(encoding, &body, ENVELOPE_HEADER_MAX_BYTES);
+            let dsn = line.ok().and_then(|l| envelope::header_dsn(&l)).ok_or(StoreError::MissingAuth)?;
+            let auth = auth::from_dsn(&dsn)?;
             let project = intake.keys.resolve(&auth, path_project)?;
             (auth, project)
         }
-        _ => return Err(StoreError::MissingAuth),
     };
+    let decoded = decode::decode_charged(encoding, &body, limits.decoded(kind), &mut charge).await?;
+    let understood = payload::understand_decoded(kind, &decoded, s.uri.path(), query, limits)?;
+    // Relay answers a header/dsn disagreement as an invalid envelope.
+    if understood.dsn.as_deref().and_then(|d| auth::from_dsn(d).ok()).is_some_and(|d| d.public_key != auth.public_key) {
+        return Err(StoreError::InvalidEnvelope("header mismatch: public key".into()));
+    }
     // As Relay: an envelope that says it is for another project is refused,
     // not stored for Sentry to refuse later.
     if let Some(named) = understood.dsn.as_deref().and_then(auth::dsn_project)
@@ -155,7 +164,7 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
             event_id: event_id.clone(),
             project_id,
             received_at_ms: now_ms(),
-            client_ip: Some(client_ip(intake.config.trust_forwarded_for, &s.headers, s.peer)),
+            client_ip: Some(client.to_string()),
             user_agent: header_str(&s.headers, header::USER_AGENT),
             fingerprint: understood.fingerprint.clone(),
             categories: understood.categories.clone(),
@@ -204,7 +213,7 @@ fn report_flood(intake: &Intake, project_id: u64, understood: &Understood, heade
     let host = match &summary.server_name {
         Some(name) => name.as_str(),
         None => {
-            client = client_ip(intake.config.trust_forwarded_for, headers, peer);
+            client = client_ip(intake.config.trust_forwarded_for, headers, peer).to_string();
             client.as_str()
         }
     };
@@ -249,11 +258,15 @@ mod tests {
         let peer: SocketAddr = "10.0.0.9:5000".parse().expect("addr");
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7, 10.0.0.1"));
-        assert_eq!(client_ip(false, &headers, peer), "10.0.0.9");
-        assert_eq!(client_ip(true, &headers, peer), "203.0.113.7");
+        assert_eq!(client_ip(false, &headers, peer), "10.0.0.9".parse::<IpAddr>().expect("ip"));
+        assert_eq!(client_ip(true, &headers, peer), "203.0.113.7".parse::<IpAddr>().expect("ip"));
         headers.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
-        assert_eq!(client_ip(true, &headers, peer), "10.0.0.9", "an unparsable header falls back to the peer");
-        assert_eq!(client_ip(true, &HeaderMap::new(), peer), "10.0.0.9");
+        assert_eq!(
+            client_ip(true, &headers, peer),
+            "10.0.0.9".parse::<IpAddr>().expect("ip"),
+            "an unparsable header falls back to the peer"
+        );
+        assert_eq!(client_ip(true, &HeaderMap::new(), peer), "10.0.0.9".parse::<IpAddr>().expect("ip"));
     }
 
     #[test]

@@ -4,12 +4,71 @@
 //! enforced while decompressing.
 
 use std::borrow::Cow;
+use std::io::Read;
 
 use base64::Engine;
 use cyclops_common::encoding::read_bounded;
-pub use cyclops_common::encoding::{DecodeError, Encoding, decode};
+pub use cyclops_common::encoding::{DecodeError, Encoding, decode, first_line};
 
 use super::StoreError;
+use super::budget::{Charge, STEP_BYTES};
+
+/// The body with its `Content-Encoding` undone, at most `limit` bytes, each
+/// step of decoding charged to `charge` before it is produced: what a bomb
+/// can make ingest hold is what the memory budget grants, not what it
+/// declares or compresses to.
+pub async fn decode_charged<'a>(
+    encoding: Encoding,
+    body: &'a [u8],
+    limit: usize,
+    charge: &mut Charge,
+) -> Result<Cow<'a, [u8]>, StoreError> {
+    let Some(mut decoder) = cyclops_common::encoding::reader(encoding, body)? else {
+        if body.len() > limit {
+            return Err(StoreError::TooLarge { limit });
+        }
+        return Ok(Cow::Borrowed(body));
+    };
+    let what = encoding.name().unwrap_or("identity");
+    // Decoded in fixed steps, each charged before it is produced, rather
+    // than into one growing buffer: a growing buffer's reallocations hold
+    // the old and the new copy at once, uncharged.
+    let mut steps: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0usize;
+    for count in 1usize.. {
+        // A 20 MiB decode is hundreds of steps: let other requests run between some.
+        if count % 16 == 0 {
+            tokio::task::yield_now().await;
+        }
+        charge.add(STEP_BYTES).await.map_err(StoreError::Budget)?;
+        let mut step = Vec::with_capacity(STEP_BYTES);
+        let read = (&mut decoder).take(STEP_BYTES as u64).read_to_end(&mut step);
+        let n = read.map_err(|e| StoreError::InvalidCompression(format!("{what}: {e}")))?;
+        metrics::counter!(crate::metrics::DECODED_BYTES).increment(n as u64);
+        total += n;
+        if total > limit {
+            return Err(StoreError::TooLarge { limit });
+        }
+        if n == 0 {
+            charge.release(STEP_BYTES);
+            break;
+        }
+        steps.push(step);
+    }
+    let held = steps.len() * STEP_BYTES;
+    if steps.len() == 1 {
+        return Ok(Cow::Owned(steps.pop().unwrap_or_default()));
+    }
+    // One contiguous copy for the parsers, charged before it is made; the
+    // steps are freed as they are copied.
+    charge.add(total).await.map_err(StoreError::Budget)?;
+    let mut out = Vec::with_capacity(total);
+    for step in steps {
+        out.extend_from_slice(&step);
+    }
+    charge.release(held);
+    Ok(Cow::Owned(out))
+}
 
 impl From<DecodeError> for StoreError {
     fn from(e: DecodeError) -> Self {

@@ -44,6 +44,17 @@ fn json_object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, StoreErro
     }
 }
 
+/// The `dsn` of an envelope's header line (with or without its newline);
+/// `None` when the line is not a JSON object with a string `dsn`.
+pub fn header_dsn(header_line: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        dsn: Option<String>,
+    }
+    let (line, _) = line(header_line, 0);
+    serde_json::from_slice::<Header>(line).ok()?.dsn
+}
+
 /// Parses the framing of `body`; every item must be well formed.
 pub fn parse(body: &[u8]) -> Result<Envelope<'_>, StoreError> {
     let (header_line, mut pos) = line(body, 0);
@@ -142,6 +153,15 @@ mod tests {
         assert_eq!(parse(b"{}\n{\"type\":\"session\"}\n{}\n\n").expect("valid").items.len(), 1);
         let last = parse(b"{}\n{\"type\":\"event\",\"length\":2}\n{}").expect("payload to EOF");
         assert_eq!(last.items[0].payload, b"{}");
+    }
+
+    #[test]
+    fn the_dsn_comes_from_the_header_line_alone() {
+        assert_eq!(header_dsn(b"{\"dsn\":\"https://k@h/1\",\"sdk\":{}}\n"), Some("https://k@h/1".into()));
+        assert_eq!(header_dsn(b"{\"dsn\":\"https://k@h/1\"}"), Some("https://k@h/1".into()));
+        assert_eq!(header_dsn(b"{\"event_id\":null}\n"), None);
+        assert_eq!(header_dsn(b"{\"dsn\":7}\n"), None);
+        assert_eq!(header_dsn(b"not json\n"), None);
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! Every way a submission can fail, mapped to Sentry's status codes and
 //! `{"detail": "…"}` bodies in one place.
+//!
+//! A refusal quotes at most [`DETAIL_MAX_BYTES`] of what the client sent,
+//! in its answer and in its log line, and refusals are logged at most
+//! [`LOGS_PER_SEC`] a second: a client cannot make ingest echo or write
+//! what it likes.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -7,6 +12,13 @@ use axum::response::{IntoResponse, Response};
 
 /// Seconds an SDK is asked to wait after a 503.
 const RETRY_AFTER_SECS: u32 = 10;
+/// Seconds a client is asked to wait after a 503 for memory: the budget
+/// frees as fast as requests are answered.
+const BUDGET_RETRY_AFTER_SECS: u32 = 1;
+/// Longest `detail`, and longest error text in a log line.
+pub const DETAIL_MAX_BYTES: usize = 300;
+/// Refusals logged per second; the rest are only counted.
+const LOGS_PER_SEC: u32 = 10;
 
 /// Why a submission was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +52,11 @@ pub enum StoreError {
     TooLarge { limit: usize },
     #[error("failed to read request body: {message}")]
     Body { status: u16, message: String },
+    #[error("the request body was not received within {secs} s")]
+    BodyTimeout { secs: u64 },
+    /// No room in `ingest.max_in_flight_bytes` (503, the client retries).
+    #[error(transparent)]
+    Budget(super::budget::BudgetError),
     /// Kafka did not acknowledge the event in time and the spool is off:
     /// the SDK should retry.
     #[error("failed to store event")]
@@ -61,7 +78,10 @@ impl StoreError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Body { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
-            Self::Unavailable | Self::SpoolFull | Self::SpoolFailed => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::Unavailable | Self::SpoolFull | Self::SpoolFailed | Self::Budget(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::BadProject
             | Self::EmptyBody
             | Self::InvalidJson(_)
@@ -87,6 +107,8 @@ impl StoreError {
             Self::TooLarge { .. } => "too_large",
             Self::Body { status: 413, .. } => "too_large",
             Self::Body { .. } => "body",
+            Self::BodyTimeout { .. } => "body_timeout",
+            Self::Budget(e) => e.label(),
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unavailable => "kafka_unavailable",
             Self::SpoolFull => "spool_full",
@@ -99,15 +121,71 @@ impl IntoResponse for StoreError {
     fn into_response(self) -> Response {
         let status = self.status();
         metrics::counter!(crate::metrics::REJECTED, "reason" => self.reason()).increment(1);
-        if status.is_server_error() {
-            tracing::error!(error = %self, "event not stored");
-        } else {
-            tracing::debug!(error = %self, "event refused");
+        let detail = bounded(&self.to_string(), DETAIL_MAX_BYTES);
+        if let Self::Budget(e) = &self {
+            metrics::counter!(crate::metrics::LIMIT_HITS, "limit" => e.label()).increment(1);
         }
-        let mut response = (status, Json(serde_json::json!({ "detail": self.to_string() }))).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        if log_allowed() {
+            match &self {
+                Self::Budget(_) => tracing::warn!(error = %detail, "request refused"),
+                _ if status.is_server_error() => tracing::error!(error = %detail, "event not stored"),
+                _ => tracing::debug!(error = %detail, "event refused"),
+            }
+        }
+        let mut response = (status, Json(serde_json::json!({ "detail": detail }))).into_response();
+        let retry_after = match self {
+            Self::Budget(_) => Some(BUDGET_RETRY_AFTER_SECS),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+/// At most `max` bytes of `text` (cut on a character boundary), marked
+/// when cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let cut = (0..=max).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    format!("{}… ({} bytes cut)", &text[..cut], text.len() - cut)
+}
+
+/// Whether a refusal may be logged now (at most [`LOGS_PER_SEC`] a second).
+fn log_allowed() -> bool {
+    use std::sync::LazyLock;
+
+    type Limiter = governor::DefaultDirectRateLimiter;
+    static LIMITER: LazyLock<Limiter> = LazyLock::new(|| {
+        let per_sec = std::num::NonZeroU32::new(LOGS_PER_SEC).unwrap_or(std::num::NonZeroU32::MIN);
+        governor::RateLimiter::direct(governor::Quota::per_second(per_sec))
+    });
+    LIMITER.check().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_client_text_is_cut_on_a_character_boundary() {
+        assert_eq!(bounded("short", 10), "short");
+        let long = "é".repeat(1000);
+        let cut = bounded(&long, 301);
+        assert!(cut.starts_with(&"é".repeat(150)) && cut.ends_with("(1700 bytes cut)"), "{cut}");
+        assert!(cut.len() < 330);
+    }
+
+    #[tokio::test]
+    async fn a_huge_event_id_gets_a_short_detail() {
+        let error = StoreError::InvalidJson(format!("invalid event_id {:?}", "x".repeat(1 << 20)));
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 21).await.expect("body");
+        assert!(body.len() < 400, "{} bytes", body.len());
     }
 }

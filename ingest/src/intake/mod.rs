@@ -8,38 +8,43 @@
 //! - `POST /api/{project_id}/envelope/` — envelopes (modern SDKs);
 //! - CORS preflights for all of them, as Relay answers them.
 //!
-//! Each submission is decoded and checked ([`payload`]), authenticated
-//! ([`auth`], [`crate::keys`]), sampled and flood-filtered, and produced to
-//! its project's topic, or the spool when Kafka cannot take it ([`accept`],
-//! [`crate::durable`]). Every failure is one [`StoreError`].
+//! Each submission is authenticated from its headers or query first
+//! ([`auth`], [`crate::keys`]); only then is its body read ([`body`], within
+//! one deadline and the memory budget, [`budget`]) — an envelope without
+//! header credentials has its header line decoded, and only that, to find
+//! its `dsn`. Then it is decoded and checked ([`payload`]), sampled and
+//! flood-filtered, and produced to its project's topic, or the spool when
+//! Kafka cannot take it ([`accept`], [`crate::durable`]). Every failure is
+//! one [`StoreError`].
 
 mod accept;
 mod auth;
-mod decode;
+mod body;
+pub mod budget;
+pub mod decode;
 mod envelope;
 mod error;
-mod payload;
+pub mod payload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, Method, Uri, header};
 use axum::response::Response;
 use axum::routing::post;
 use cyclops_common::config::Config;
 use cyclops_common::flood::FloodFilter;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use auth::SentryAuth;
 pub use error::StoreError;
 pub use payload::Kind;
+
+use self::budget::MemoryBudget;
 
 use crate::durable::Store;
 use crate::floods::FloodReport;
@@ -55,14 +60,13 @@ pub struct Intake {
     pub floods: FloodReport,
     pub stats: Arc<Stats>,
     pub config: IntakeConfig,
-    /// `ingest.max_in_flight_bytes`, in KiB permits.
-    budget: Arc<Semaphore>,
-    budget_kib: u32,
+    /// `ingest.max_in_flight_bytes`
+    pub budget: Arc<MemoryBudget>,
 }
 
 impl Intake {
     pub fn new(keys: Arc<KeyStore>, store: Store, flood: FloodFilter, stats: Arc<Stats>, config: &Config) -> Self {
-        let budget_kib = u32::try_from(config.ingest.max_in_flight_bytes / 1024).unwrap_or(u32::MAX).max(1);
+        let ingest = &config.ingest;
         Self {
             keys,
             store,
@@ -73,8 +77,11 @@ impl Intake {
             ),
             stats,
             config: IntakeConfig::new(config),
-            budget: Arc::new(Semaphore::new(budget_kib as usize)),
-            budget_kib,
+            budget: MemoryBudget::new(
+                ingest.max_in_flight_bytes,
+                ingest.in_flight_client_percent,
+                Duration::from_millis(ingest.in_flight_wait_ms),
+            ),
         }
     }
 }
@@ -86,6 +93,8 @@ pub struct IntakeConfig {
     pub trust_forwarded_for: bool,
     pub limits: payload::Limits,
     pub sampling: cyclops_common::config::SamplingConfig,
+    /// `ingest.connections.body_timeout_ms`
+    pub body_timeout: Duration,
 }
 
 impl IntakeConfig {
@@ -98,6 +107,7 @@ impl IntakeConfig {
                 envelope_bytes: config.ingest.max_envelope_bytes,
             },
             sampling: config.ingest.sampling.clone(),
+            body_timeout: Duration::from_millis(config.ingest.connections.body_timeout_ms),
         }
     }
 }
@@ -128,22 +138,19 @@ fn cors() -> CorsLayer {
         .max_age(Duration::from_secs(3600))
 }
 
-/// The intake routes; bodies larger than `ingest.max_envelope_bytes` as
-/// received are refused with 413 before they are read.
+/// The intake routes.
 #[rustfmt::skip]
 pub fn router(intake: Arc<Intake>) -> Router {
-    let body_limit = intake.config.limits.envelope_bytes;
     Router::new()
         .route("/api/{project_id}/store/", post(store).get(beacon).fallback(store_other_method))
         .route("/api/store/", post(legacy_store).fallback(store_other_method))
         .route("/api/{project_id}/envelope/", post(envelope).fallback(envelope_other_method))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(cors())
         .with_state(intake)
 }
 
-/// The parts of a request the intake reads.
+/// The parts of a request the intake reads; its body is read only once its
+/// credentials are known ([`accept`]).
 #[derive(Debug)]
 pub struct Submission {
     /// The path's project id, unparsed; `None` on `/api/store/`.
@@ -152,21 +159,16 @@ pub struct Submission {
     pub uri: Uri,
     pub headers: HeaderMap,
     pub peer: SocketAddr,
-    /// Kept as a result so that a body error (too large, say) gets our error shape.
-    pub body: Result<Bytes, BytesRejection>,
-    /// This request's share of `ingest.max_in_flight_bytes`, held until it is answered.
-    _permit: Option<OwnedSemaphorePermit>,
+    pub body: Body,
+    /// When all of the body must be in: `ingest.connections.body_timeout_ms` after its head.
+    pub body_deadline: tokio::time::Instant,
 }
-
-/// Assumed growth of an encoded body once decoded, for the memory budget.
-const DECODED_GROWTH: usize = 4;
-/// Longest a client may take to send its body.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl FromRequest<Arc<Intake>> for Submission {
     type Rejection = StoreError;
 
     async fn from_request(request: Request, intake: &Arc<Intake>) -> Result<Self, StoreError> {
+        let body_deadline = tokio::time::Instant::now() + intake.config.body_timeout;
         let (mut parts, body) = request.into_parts();
         // The route says whether there is a project id; its value is read from
         // the raw path, so that a percent-encoded id is refused, not decoded.
@@ -180,28 +182,7 @@ impl FromRequest<Arc<Intake>> for Submission {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |ConnectInfo(addr)| *addr);
-        let permit = intake.reserve_memory(&parts.headers).await;
-        let (method, uri, headers) = (parts.method.clone(), parts.uri.clone(), parts.headers.clone());
-        let body = Bytes::from_request(Request::from_parts(parts, body), intake).await;
-        Ok(Self { project, method, uri, headers, peer, body, _permit: permit })
-    }
-}
-
-impl Intake {
-    /// Waits until the request's likely memory (its body, and its decoded
-    /// copy when encoded) fits in `ingest.max_in_flight_bytes`. Waiting
-    /// requests hold only their connection, not their body.
-    async fn reserve_memory(&self, headers: &HeaderMap) -> Option<OwnedSemaphorePermit> {
-        let limit = self.config.limits.envelope_bytes;
-        let length = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .map_or(limit, |l| l.min(limit));
-        let encoded = headers.get(header::CONTENT_ENCODING).is_some_and(|v| !v.is_empty());
-        let bytes = if encoded { length + (length * DECODED_GROWTH).min(limit) } else { length };
-        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX).min(self.budget_kib);
-        self.budget.clone().acquire_many_owned(kib).await.ok()
+        Ok(Self { project, method: parts.method, uri: parts.uri, headers: parts.headers, peer, body, body_deadline })
     }
 }
 

@@ -155,7 +155,9 @@ fn insert_event_id(event: &mut Value, id: &str) {
 }
 
 /// Reads a submission. `body` is the request body as received (empty for
-/// beacons), `query` the raw query string.
+/// beacons), `query` the raw query string. The request path decodes with
+/// [`super::decode::decode_charged`] and calls [`understand_decoded`]; this
+/// is both in one call, for tests and fuzzing.
 pub fn understand(
     kind: Kind,
     encoding: Encoding,
@@ -164,16 +166,37 @@ pub fn understand(
     query: Option<&str>,
     limits: Limits,
 ) -> Result<Understood, StoreError> {
+    let decoded = decode::decode(encoding, body, limits.decoded(kind))?;
+    understand_decoded(kind, &decoded, path, query, limits)
+}
+
+impl Limits {
+    /// The most a body of `kind` may decode to.
+    pub fn decoded(self, kind: Kind) -> usize {
+        match kind {
+            Kind::Envelope => self.envelope_bytes,
+            Kind::Store | Kind::Beacon => self.event_bytes,
+        }
+    }
+}
+
+/// [`understand`] of a body whose `Content-Encoding` is undone already.
+pub fn understand_decoded(
+    kind: Kind,
+    decoded: &[u8],
+    path: &str,
+    query: Option<&str>,
+    limits: Limits,
+) -> Result<Understood, StoreError> {
     match kind {
-        Kind::Store => read_store(encoding, body, limits),
-        Kind::Envelope => read_envelope(encoding, body, limits),
+        Kind::Store => read_store(decoded, limits),
+        Kind::Envelope => read_envelope(decoded, limits),
         Kind::Beacon => read_beacon(path, query.unwrap_or_default(), limits),
     }
 }
 
-fn read_store(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Understood, StoreError> {
-    let decoded = decode::decode(encoding, body, limits.event_bytes)?;
-    let json = decode::legacy_store_body(&decoded, limits.event_bytes)?;
+fn read_store(decoded: &[u8], limits: Limits) -> Result<Understood, StoreError> {
+    let json = decode::legacy_store_body(decoded, limits.event_bytes)?;
     let facts = read_event(&json, StoreError::InvalidJson)?;
     let (fingerprint, summary) = (Some(facts.fingerprint), Some(facts.summary));
     let categories = vec![facts.category.to_owned()];
@@ -193,9 +216,8 @@ fn read_store(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Underst
     Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten, summary, categories })
 }
 
-fn read_envelope(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Understood, StoreError> {
-    let decoded = decode::decode(encoding, body, limits.envelope_bytes)?;
-    let parsed = envelope::parse(&decoded)?;
+fn read_envelope(decoded: &[u8], limits: Limits) -> Result<Understood, StoreError> {
+    let parsed = envelope::parse(decoded)?;
     let bad = StoreError::InvalidEnvelope;
     let event = match parsed.event() {
         Some(item) if item.payload.len() > limits.event_bytes => {
@@ -229,7 +251,7 @@ fn read_envelope(encoding: Encoding, body: &[u8], limits: Limits) -> Result<Unde
             let id = new_event_id();
             let mut header = parsed.header.clone();
             header.insert("event_id".into(), Value::String(id.clone()));
-            let body = envelope::with_header(&decoded, parsed.items_start, &header);
+            let body = envelope::with_header(decoded, parsed.items_start, &header);
             (id, Some(Rewritten { body, query: None }))
         }
     };

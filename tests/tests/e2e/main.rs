@@ -8,6 +8,7 @@ mod durability;
 mod farm;
 mod flood;
 mod forwarder;
+mod hostile;
 mod intake;
 mod keys;
 mod lag;
