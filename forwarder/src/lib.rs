@@ -8,6 +8,7 @@
 //! [`offsets`] what to commit. [`demo_sink`] is a stand-in for Sentry that
 //! `make run` uses when no Sentry is configured.
 
+pub mod contract;
 pub mod deadletter;
 pub mod demo_sink;
 pub mod engine;

@@ -13,7 +13,9 @@ pub const HOLDS_ACTIVE: &str = "cyclops_forwarder_holds_active";
 pub const PARKED: &str = "cyclops_forwarder_parked_total";
 /// Counter of records written to the dead-letter topic. Labels: none.
 pub const DEAD_LETTERED: &str = "cyclops_forwarder_dead_lettered_total";
-/// Counter of records that cannot be replayed (bad headers or path). Labels: none.
+/// Counter of records that break the replay contract (dead-lettered, never
+/// sent). Labels: `reason` (`path`, `project`, `method`, `auth`,
+/// `control_character`, `encoding`).
 pub const MALFORMED: &str = "cyclops_forwarder_malformed_total";
 /// Counter of errors from the Kafka consumer. Labels: none.
 pub const CONSUMER_ERRORS: &str = "cyclops_forwarder_consumer_errors_total";
@@ -51,7 +53,7 @@ pub(crate) fn describe() {
     describe_counter!(PARKED, "Events put back unsent because Sentry holds one of their categories, by project.");
     describe_gauge!(HOLDS_ACTIVE, "Rate-limit holds in force now: whole projects and single categories of a project.");
     describe_counter!(DEAD_LETTERED, "Records written to the dead-letter topic.");
-    describe_counter!(MALFORMED, "Records that cannot be replayed to Sentry.");
+    describe_counter!(MALFORMED, "Records that break the replay contract, dead-lettered unsent.");
     describe_counter!(CONSUMER_ERRORS, "Errors reported by the Kafka consumer.");
     describe_counter!(SKIPPED_DONE, "Records read that were delivered before (restart, rebalance).");
     describe_counter!(REBALANCES, "Consumer-group rebalance events, by kind.");

@@ -23,8 +23,8 @@ pub enum Outcome {
     /// `Retry-After`): this event waits that long. What else waits is in
     /// [`Answer::limits`] (`quota`), or the whole project (`Retry-After`).
     Held { hold: Duration, quota: bool },
-    /// The record cannot be turned into a request to Sentry.
-    Malformed(String),
+    /// The record breaks the replay contract: it is not sent.
+    Malformed(crate::contract::Breach),
 }
 
 impl Outcome {
@@ -111,47 +111,48 @@ impl Upstream {
         })
     }
 
-    /// The URL a record is replayed to. Only the path and query come from the
-    /// record, and only an `/api/…` path is accepted, so that a record can
-    /// never point the forwarder elsewhere.
-    pub fn url_for(&self, record: &RecordHeaders) -> Result<String, String> {
-        let path = &record.path;
-        if !path.starts_with("/api/") || path.contains("..") || path.contains("//") || path.contains(['?', '#', '@']) {
-            return Err(format!("refusing to replay to path {path:?}"));
-        }
-        Ok(match &record.query {
-            Some(q) if !q.contains('#') => format!("{}{path}?{q}", self.base_url),
-            Some(q) => return Err(format!("refusing query {q:?}")),
+    /// The request a record is replayed as ([`crate::contract`]). Only the
+    /// normalized intake path and the query come from the record, so that a
+    /// record can never point the forwarder elsewhere.
+    pub fn replay_for(&self, record: &RecordHeaders) -> Result<(reqwest::Method, String), crate::contract::Breach> {
+        let replay = crate::contract::check(record)?;
+        let path = replay.path;
+        let url = match &record.query {
+            Some(q) => format!("{}{path}?{q}", self.base_url),
             None => format!("{}{path}", self.base_url),
-        })
+        };
+        Ok((replay.method, url))
     }
 
     /// Sends one stored request.
     pub async fn deliver(&self, record: &RecordHeaders, body: bytes::Bytes) -> Answer {
-        let malformed = |reason| Answer::local(Outcome::Malformed(reason));
-        let url = match self.url_for(record) {
-            Ok(url) => url,
-            Err(reason) => return malformed(reason),
-        };
-        let method = match record.method.parse::<reqwest::Method>() {
-            Ok(m) => m,
-            Err(_) => return malformed(format!("bad method {:?}", record.method)),
+        let (method, url) = match self.replay_for(record) {
+            Ok(replay) => replay,
+            Err(breach) => return Answer::local(Outcome::Malformed(breach)),
         };
         let (body, encoding) = match self.moved_sent_at(record, &body) {
             Some(rewritten) => (bytes::Bytes::from(rewritten), None),
             None => (body, record.content_encoding.clone()),
         };
         let mut headers = HeaderMap::new();
-        let mut put = |name: HeaderName, value: &Option<String>| {
-            if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
-                headers.insert(name, v);
-            }
-        };
-        put(CONTENT_TYPE, &record.content_type);
-        put(CONTENT_ENCODING, &encoding);
-        put(USER_AGENT, &record.user_agent);
-        put(HeaderName::from_static("x-sentry-auth"), &record.auth);
-        put(HeaderName::from_static("x-forwarded-for"), &record.client_ip);
+        for (name, value) in [
+            (CONTENT_TYPE, &record.content_type),
+            (CONTENT_ENCODING, &encoding),
+            (USER_AGENT, &record.user_agent),
+            (HeaderName::from_static("x-sentry-auth"), &record.auth),
+            (HeaderName::from_static("x-forwarded-for"), &record.client_ip),
+        ] {
+            let Some(value) = value.as_deref() else { continue };
+            // The contract check refused control characters; anything else
+            // HTTP cannot carry is refused too, never dropped silently.
+            match HeaderValue::from_str(value) {
+                Ok(value) => headers.insert(name, value),
+                Err(_) => {
+                    let breach = crate::contract::Breach::ControlCharacter("a header");
+                    return Answer::local(Outcome::Malformed(breach));
+                }
+            };
+        }
         let sent = self.client.request(method, url).headers(headers).body(body).send().await;
         let response = match sent {
             Ok(response) => response,
@@ -246,17 +247,16 @@ mod tests {
     #[test]
     fn urls_keep_to_the_configured_host() {
         let up = upstream();
+        let url = |path, query| up.replay_for(&record(path, query)).map(|(_, url)| url);
+        assert_eq!(url("/api/1/store/", None).as_deref(), Ok("http://sentry.internal:9000/api/1/store/"));
         assert_eq!(
-            up.url_for(&record("/api/1/store/", None)).as_deref(),
-            Ok("http://sentry.internal:9000/api/1/store/")
-        );
-        assert_eq!(
-            up.url_for(&record("/api/1/envelope/", Some("sentry_key=k"))).as_deref(),
+            url("/api/1/envelope/", Some("sentry_key=k")).as_deref(),
             Ok("http://sentry.internal:9000/api/1/envelope/?sentry_key=k")
         );
-        for bad in ["//evil.example/api/", "/api/../admin", "/other", "/api/1@evil/", "/api/1?x"] {
-            assert!(up.url_for(&record(bad, None)).is_err(), "{bad}");
+        for bad in ["//evil.example/api/", "/api/../admin", "/other", "/api/1@evil/", "/api/1?x", "/api/1/store/#x"] {
+            assert!(url(bad, None).is_err(), "{bad}");
         }
+        assert!(url("/api/1/store/", Some("a#b")).is_err(), "a fragment in the query");
     }
 
     #[test]

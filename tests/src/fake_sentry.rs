@@ -91,7 +91,13 @@ pub struct FakeSentry {
 
 impl FakeSentry {
     pub async fn start() -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// [`Self::start`] on another loopback address (`127.0.0.3`, say): a
+    /// host a record must never make the forwarder reach.
+    pub async fn start_on(ip: &str) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(format!("{ip}:0")).await?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Mutex::new(Inner::default()));
         let stop = CancellationToken::new();

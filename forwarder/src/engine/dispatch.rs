@@ -217,10 +217,11 @@ impl Dispatcher {
                 self.dead_letter(job, format!("sentry answered {status}"), Some(status), tx);
                 *outstanding += 1;
             }
-            Outcome::Malformed(reason) => {
-                metrics::counter!(m::MALFORMED).increment(1);
-                tracing::error!(%topic, partition, offset, reason, "record cannot be replayed to sentry; dead-lettering it");
-                self.dead_letter(job, format!("malformed: {reason}"), None, tx);
+            Outcome::Malformed(breach) => {
+                metrics::counter!(m::MALFORMED, "reason" => breach.label()).increment(1);
+                let detail = breach.to_string();
+                tracing::error!(%topic, partition, offset, reason = %detail, "record breaks the replay contract; dead-lettering it");
+                self.dead_letter(job, format!("contract: {detail}"), None, tx);
                 *outstanding += 1;
             }
             Outcome::Retry(reason) => {

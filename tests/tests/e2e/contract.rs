@@ -66,6 +66,11 @@ fn the_schema_rejects_what_the_contract_forbids() {
         ("cyclops-categories", "error,,transaction"),
         ("cyclops-categories", "Error"),
         ("cyclops-path", "/admin/"),
+        ("cyclops-path", "/api/envelope/"),
+        ("cyclops-path", "/api/%2e%2e/admin/"),
+        ("cyclops-auth", "Bearer abc"),
+        ("cyclops-auth", "Sentry sentry_key=k\r\nX-Injected: 1"),
+        ("cyclops-user-agent", "sdk\nX-Injected: 1"),
         ("cyclops-event-id", "0123456789ABCDEF0123456789ABCDEF"),
         ("cyclops-content-encoding", "x-gzip"),
         ("cyclops-unknown", "x"),
@@ -145,4 +150,65 @@ async fn every_record_ingest_produces_follows_the_contract() {
     expected.sort();
     assert_eq!(seen, expected);
     ingest.stop().await.expect("stops");
+}
+
+/// Records anyone with write access to a project topic could forge: each
+/// is dead-lettered with its reason, never sent, and the record after them
+/// is delivered.
+#[tokio::test]
+async fn the_forwarder_replays_only_what_the_contract_allows() {
+    use cyclops_tests::fake_sentry::FakeSentry;
+    use cyclops_tests::kafka::{produce_one, store_headers};
+
+    let sentry = FakeSentry::start().await.expect("fake sentry");
+    let elsewhere = FakeSentry::start_on("127.0.0.3").await.expect("another host");
+    let mut config = test_config();
+    config.projects = vec![ProjectKey { id: PROJECT, public_key: KEY.into(), secret_key: None }];
+    config.sentry.base_url = sentry.url();
+    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let store = format!("/api/{PROJECT}/store/");
+    let other_host = format!("//{}/api/{PROJECT}/store/", elsewhere.addr);
+    let forged: Vec<(&str, Box<dyn Fn(&mut cyclops_common::record::RecordHeaders)>)> = vec![
+        ("path", Box::new(|r| r.path = "/api/%2e%2e/%2e%2e/admin".into())),
+        ("path", Box::new(|r| r.path = "/api/.%2E/internal".into())),
+        ("path", Box::new(move |r| r.path = other_host.clone())),
+        ("project", Box::new(|r| r.path = "/api/1/store/".into())),
+        ("method", Box::new(|r| r.method = "DELETE".into())),
+        ("method", Box::new(|r| r.method = "CONNECT".into())),
+        ("auth", Box::new(|r| r.auth = Some("Bearer stolen-token".into()))),
+        ("control character", Box::new(|r| r.user_agent = Some("sdk\r\nX-Injected: 1".into()))),
+    ];
+    let mut forged_ids = Vec::new();
+    for (_, forge) in &forged {
+        let id = event_id();
+        let mut headers = store_headers(PROJECT, KEY, &id, "error");
+        forge(&mut headers);
+        produce_one(&topic, &headers, format!(r#"{{"event_id":"{id}","message":"forged"}}"#).as_bytes())
+            .await
+            .expect("produce");
+        forged_ids.push(id);
+    }
+    let good = event_id();
+    let body = format!(r#"{{"event_id":"{good}","message":"fine"}}"#);
+    produce_one(&topic, &store_headers(PROJECT, KEY, &good, "error"), body.as_bytes()).await.expect("produce");
+    assert_eq!(store_headers(PROJECT, KEY, &good, "error").path, store);
+
+    let forwarder = cyclops_tests::spawn_forwarder(config.clone()).await.expect("forwarder");
+    let dead = read_records(&config.deadletter_topic(), forged.len(), Duration::from_secs(60)).await;
+    assert_eq!(dead.len(), forged.len(), "every forged record is dead-lettered");
+    for record in &dead {
+        let reason = record.raw_headers.iter().find(|(k, _)| k == "cyclops-dlq-reason").map(|(_, v)| v.as_str());
+        let i = forged_ids.iter().position(|id| *id == record.headers.event_id).expect("a forged record");
+        let expected = forged[i].0;
+        assert!(reason.is_some_and(|r| r.starts_with("contract:") && r.contains(expected)), "{expected}: {reason:?}");
+    }
+    cyclops_tests::wait_for(Duration::from_secs(30), "the good record delivered", || async {
+        sentry.requests().iter().any(|r| r.body.as_ref() == body.as_bytes()).then_some(())
+    })
+    .await
+    .expect("the record after the forged ones is delivered");
+    let sent: Vec<String> = sentry.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(sent, [format!("POST {store}")], "only the good record reached sentry");
+    assert!(elsewhere.requests().is_empty(), "no record reaches another host");
+    forwarder.stop().await.expect("forwarder stops");
 }
