@@ -152,6 +152,9 @@ async fn every_record_ingest_produces_follows_the_contract() {
     ingest.stop().await.expect("stops");
 }
 
+/// A change that makes a record break the contract.
+type Forge = Box<dyn Fn(&mut cyclops_common::record::RecordHeaders)>;
+
 /// Records anyone with write access to a project topic could forge: each
 /// is dead-lettered with its reason, never sent, and the record after them
 /// is delivered.
@@ -168,7 +171,7 @@ async fn the_forwarder_replays_only_what_the_contract_allows() {
     let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
     let store = format!("/api/{PROJECT}/store/");
     let other_host = format!("//{}/api/{PROJECT}/store/", elsewhere.addr);
-    let forged: Vec<(&str, Box<dyn Fn(&mut cyclops_common::record::RecordHeaders)>)> = vec![
+    let forged: Vec<(&str, Forge)> = vec![
         ("path", Box::new(|r| r.path = "/api/%2e%2e/%2e%2e/admin".into())),
         ("path", Box::new(|r| r.path = "/api/.%2E/internal".into())),
         ("path", Box::new(move |r| r.path = other_host.clone())),
