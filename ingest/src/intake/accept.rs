@@ -101,8 +101,11 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
     let query = s.uri.query().filter(|q| !q.is_empty());
     let request_auth = auth::from_request(&s.headers, query)?;
     // Strangers are refused before their body is read, let alone decoded.
-    let early_project = match &request_auth {
-        Some(auth) => Some(intake.keys.resolve(auth, path_project)?),
+    let found = match request_auth {
+        Some(auth) => {
+            let project = intake.keys.resolve(&auth, path_project)?;
+            Some((auth, project))
+        }
         // Only an envelope can carry its credentials inside (its header's `dsn`).
         None if kind != Kind::Envelope => return Err(StoreError::MissingAuth),
         None => None,
@@ -118,9 +121,9 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
     if kind != Kind::Beacon && body.is_empty() {
         return Err(StoreError::EmptyBody);
     }
-    let (auth, project_id) = match (request_auth, early_project) {
-        (Some(auth), Some(project)) => (auth, project),
-        _ => {
+    let (auth, project_id) = match found {
+        Some(found) => found,
+        None => {
             // Its header line, decoded no further, names the key. A body
             // that yields none is a stranger's: 401 whatever else is wrong with it.
             let line = decode::first_line(encoding, &body, ENVELOPE_HEADER_MAX_BYTES);

@@ -68,7 +68,7 @@ impl MemoryBudget {
         Charge { budget: self.clone(), client, permit: None, kib: 0, bytes: 0 }
     }
 
-    /// KiB free now (for tests and `/count`).
+    /// KiB free now (for tests).
     pub fn available_kib(&self) -> usize {
         self.permits.available_permits()
     }
