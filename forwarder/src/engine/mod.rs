@@ -147,11 +147,13 @@ impl Engine {
         self.status.clone()
     }
 
-    /// Runs until the dispatcher's shutdown token is cancelled; then lets
+    /// Runs until the dispatcher's shutdown token is cancelled (or until
+    /// this future is dropped: the poll thread stops either way); then lets
     /// requests in flight finish (bounded), commits and leaves the group.
     pub async fn run(self) -> Result<(), ForwarderError> {
         let Self { consumer, backfill, dispatcher, commit_interval, discovery, status } = self;
         let stop = Arc::new(AtomicBool::new(false));
+        let _stop_when_dropped = StopOnDrop(stop.clone());
         let poller = poll::spawn(consumer, backfill, status.shared.clone(), commit_interval, discovery, stop.clone())
             .map_err(ForwarderError::Thread)?;
         let shutdown = dispatcher.shutdown.clone();
@@ -296,5 +298,17 @@ impl EngineStatus {
             ),
             "partitions": partitions,
         })
+    }
+}
+
+/// Stops the poll thread when [`Engine::run`] ends or is dropped. A runtime
+/// shutting down drops `run` mid-await, before it could set the flag; the
+/// thread would then poll forever, and the runtime's drop, waiting on the
+/// blocking task that joins it, would never return.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }

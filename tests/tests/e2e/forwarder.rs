@@ -445,3 +445,31 @@ async fn a_long_failure_keeps_the_backlog_in_kafka_not_in_memory() {
     wait_delivered(&sentry, &all(17, 3000)).await;
     forwarder.stop().await.expect("stops");
 }
+
+/// A runtime dropped under a running forwarder (what a failing test does)
+/// must finish dropping: the forwarder's poll thread stops with it instead
+/// of keeping the runtime's drop waiting forever.
+#[test]
+fn dropping_the_runtime_under_a_running_forwarder_returns() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let sentry = FakeSentry::start().await.expect("fake sentry");
+            let forwarder =
+                cyclops_forwarder::Forwarder::build(config(&sentry), Default::default()).await.expect("forwarder");
+            let healthcheck = format!("http://{}/healthcheck", forwarder.local_addr());
+            let serving = tokio::spawn(forwarder.run());
+            // Once it serves (its poll thread runs), the test body "ends" without stopping it.
+            wait_for(Duration::from_secs(30), "the forwarder serving", || async {
+                reqwest::get(&healthcheck).await.ok().map(|_| ())
+            })
+            .await
+            .expect("serving");
+            std::mem::forget(serving);
+        });
+        drop(runtime);
+        done.send(()).ok();
+    });
+    assert!(finished.recv_timeout(Duration::from_secs(30)).is_ok(), "the runtime's drop never returned");
+}
