@@ -11,6 +11,10 @@
 //!   answer, waiting included) with `adaptive` and with `cyclops` pacing,
 //!   at 20 ms and 200 ms;
 //! - the rate against an instant upstream, per core of forwarder CPU time;
+//! - the rate against an instant upstream of envelopes that waited an hour
+//!   in Kafka, whose `sent_at` is moved and which are compressed again
+//!   (gzip), beside the same rate for store events sent as stored, and the
+//!   bytes sent per event against the bytes stored;
 //! - the forwarder's peak RSS while a backlog of one million events waits.
 
 use std::io::Write;
@@ -46,12 +50,15 @@ struct Upstream {
     latency: Duration,
     slots: Option<Semaphore>,
     answered: AtomicU64,
+    /// Request body bytes received.
+    bytes: AtomicU64,
     /// Arrival to answer, µs.
     seen: Mutex<Histogram<u64>>,
 }
 
-async fn answer(State(up): State<Arc<Upstream>>) -> &'static str {
+async fn answer(State(up): State<Arc<Upstream>>, body: axum::body::Bytes) -> &'static str {
     let arrived = Instant::now();
+    up.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
     let _slot = match &up.slots {
         Some(slots) => slots.acquire().await.ok(),
         None => None,
@@ -71,6 +78,7 @@ async fn start_upstream(latency: Duration, capped: bool) -> (String, Arc<Upstrea
         latency,
         slots: capped.then(|| Semaphore::new(CAPACITY)),
         answered: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
         // 1 µs to 10 min, 3 significant figures.
         seen: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram")),
     });
@@ -81,19 +89,45 @@ async fn start_upstream(latency: Duration, capped: bool) -> (String, Arc<Upstrea
     (url, up)
 }
 
-/// A small gzipped store event, as ingest stores it.
-fn body(n: usize) -> Vec<u8> {
-    let json = format!(
-        r#"{{"event_id":"{}","platform":"python","level":"error","exception":{{"values":[{{"type":"ZeroDivisionError","value":"division by zero ({n})","stacktrace":{{"frames":[{{"filename":"app/views.py","function":"checkout","lineno":42}},{{"filename":"app/cart.py","function":"total","lineno":7}}]}}}}]}},"tags":{{"route":"/checkout"}}}}"#,
-        uuid::Uuid::new_v4().simple()
+/// What a backlog holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Gzipped store events, received just now.
+    Store,
+    /// Gzipped envelopes (event, breadcrumbs, a session) received an hour
+    /// ago: each has its `sent_at` moved and is compressed again.
+    LateEnvelope,
+}
+
+/// A small gzipped store event, or a gzipped envelope, as ingest stores it.
+fn body(n: usize, kind: Kind) -> Vec<u8> {
+    let id = uuid::Uuid::new_v4().simple();
+    let event = format!(
+        r#"{{"event_id":"{id}","platform":"python","level":"error","exception":{{"values":[{{"type":"ZeroDivisionError","value":"division by zero ({n})","stacktrace":{{"frames":[{{"filename":"app/views.py","function":"checkout","lineno":42}},{{"filename":"app/cart.py","function":"total","lineno":7}}]}}}}]}},"tags":{{"route":"/checkout"}}}}"#
     );
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(json.as_bytes()).expect("gzip");
+    let plain = match kind {
+        Kind::Store => event,
+        Kind::LateEnvelope => {
+            let crumbs: Vec<String> = (0..20)
+                .map(|i| format!(r#"{{"type":"http","category":"httplib","data":{{"url":"https://api.example.com/v1/items/{i}","method":"GET","status_code":200}}}}"#))
+                .collect();
+            let event = event.replacen('{', &format!(r#"{{"breadcrumbs":{{"values":[{}]}},"#, crumbs.join(",")), 1);
+            format!(
+                "{{\"event_id\":\"{id}\",\"sent_at\":\"2026-11-22T10:00:00.000000Z\",\"sdk\":{{\"name\":\"sentry.python\",\"version\":\"2.19.0\"}}}}\n\
+                 {{\"type\":\"event\",\"length\":{}}}\n{event}\n\
+                 {{\"type\":\"session\"}}\n{{\"sid\":\"{id}\",\"status\":\"errored\",\"errors\":1,\"started\":\"2026-11-22T09:59:00Z\",\"attrs\":{{\"release\":\"shop@1.4.2\"}}}}\n",
+                event.len()
+            )
+        }
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(plain.as_bytes()).expect("gzip");
     gz.finish().expect("gzip")
 }
 
-/// Writes `count` events to the project's topic under `prefix`.
-async fn backlog(prefix: &str, count: usize) {
+/// Writes `count` events of `kind` to the project's topic under `prefix`;
+/// returns the mean stored body size, bytes.
+async fn backlog(prefix: &str, count: usize, kind: Kind) -> f64 {
     // A bulk loader, tuned for throughput; the connection settings are [kafka]'s.
     let kafka = KafkaConfig { brokers: brokers(), ..KafkaConfig::default() };
     let producer: FutureProducer = ClientBuilder::new(&kafka, "cyclops-bench-loader")
@@ -111,21 +145,30 @@ async fn backlog(prefix: &str, count: usize) {
     for created in admin.create_topics(&[new], &AdminOptions::new()).await.expect("create topic") {
         created.expect("topic created");
     }
-    let bodies: Vec<Vec<u8>> = (0..256).map(body).collect();
+    let bodies: Vec<Vec<u8>> = (0..256).map(|n| body(n, kind)).collect();
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let received_at_ms = match kind {
+        Kind::Store => 0,
+        Kind::LateEnvelope => hour_ago.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as u64,
+    };
+    let (path, content_type) = match kind {
+        Kind::Store => ("store", "application/json"),
+        Kind::LateEnvelope => ("envelope", "application/x-sentry-envelope"),
+    };
     let mut pending = futures::stream::FuturesUnordered::new();
     use futures::StreamExt;
     for n in 0..count {
         let event_id = uuid::Uuid::new_v4().simple().to_string();
         let headers = RecordHeaders {
             method: "POST".into(),
-            path: format!("/api/{PROJECT}/store/"),
+            path: format!("/api/{PROJECT}/{path}/"),
             query: None,
-            content_type: Some("application/json".into()),
+            content_type: Some(content_type.into()),
             content_encoding: Some("gzip".into()),
             auth: Some(format!("Sentry sentry_version=7, sentry_key={KEY}")),
             event_id: event_id.clone(),
             project_id: PROJECT,
-            received_at_ms: 0,
+            received_at_ms,
             client_ip: Some("127.0.0.1".into()),
             user_agent: Some("sentry.python/2.19.0".into()),
             fingerprint: None,
@@ -144,6 +187,7 @@ async fn backlog(prefix: &str, count: usize) {
     while let Some(sent) = pending.next().await {
         sent.expect("delivery future").expect("produced");
     }
+    bodies.iter().map(Vec::len).sum::<usize>() as f64 / bodies.len() as f64
 }
 
 /// CPU seconds the process has used (user + system).
@@ -226,30 +270,42 @@ struct Row {
     p50_ms: f64,
     p90_ms: f64,
     rss_mib: f64,
+    /// Mean body bytes per event, stored and sent.
+    stored_bytes: f64,
+    sent_bytes: f64,
 }
 
-/// Runs one forwarder over a fresh backlog of `events` against an upstream
-/// of `latency` (capped at 16 at once or not); measures for `measure` after `warmup`.
-async fn run(
-    name: &str,
+/// One measured run: a backlog of `events` of `kind`, an upstream of
+/// `latency` (serving 16 at once when `capped`), the forwarder in `pacing`.
+struct Case {
+    name: &'static str,
+    kind: Kind,
     pacing: PacingMode,
     latency: Duration,
     capped: bool,
     events: usize,
-    warmup: Duration,
-    measure: Duration,
-) -> Row {
+}
+
+/// Runs one forwarder over a fresh backlog; measures for `measure` after `warmup`.
+async fn run(case: Case, warmup: Duration, measure: Duration) -> Row {
+    let Case { name, kind, pacing, latency, capped, events } = case;
     let (url, up) = start_upstream(latency, capped).await;
     let config = config(&url, pacing, if capped { 64 } else { 512 });
-    backlog(&config.kafka.topic_prefix, events).await;
+    let stored_bytes = backlog(&config.kafka.topic_prefix, events, kind).await;
     let mut forwarder = start_forwarder(&config).await;
     tokio::time::sleep(warmup).await;
     if let Ok(mut seen) = up.seen.lock() {
         seen.reset();
     }
-    let (count0, cpu0, t0) = (up.answered.load(Ordering::Relaxed), cpu_secs(forwarder.pid), Instant::now());
+    let (count0, bytes0, cpu0, t0) = (
+        up.answered.load(Ordering::Relaxed),
+        up.bytes.load(Ordering::Relaxed),
+        cpu_secs(forwarder.pid),
+        Instant::now(),
+    );
     tokio::time::sleep(measure).await;
-    let (count1, cpu1, elapsed) = (up.answered.load(Ordering::Relaxed), cpu_secs(forwarder.pid), t0.elapsed());
+    let (count1, bytes1, cpu1, elapsed) =
+        (up.answered.load(Ordering::Relaxed), up.bytes.load(Ordering::Relaxed), cpu_secs(forwarder.pid), t0.elapsed());
     let delivered = (count1 - count0) as f64;
     let (p50_ms, p90_ms) = up
         .seen
@@ -268,6 +324,8 @@ async fn run(
         p50_ms,
         p90_ms,
         rss_mib,
+        stored_bytes,
+        sent_bytes: (bytes1 - bytes0) as f64 / delivered.max(1.0),
     }
 }
 
@@ -275,12 +333,20 @@ async fn run(
 async fn rss_with_backlog(events: usize, watch: Duration) -> (f64, f64, u64) {
     let (url, up) = start_upstream(Duration::from_millis(200), true).await;
     let config = config(&url, PacingMode::Adaptive, 64);
-    backlog(&config.kafka.topic_prefix, events).await;
+    backlog(&config.kafka.topic_prefix, events, Kind::Store).await;
     let mut forwarder = start_forwarder(&config).await;
     tokio::time::sleep(watch).await;
     let (peak, now) = (memory_mib(forwarder.pid, "VmHWM:"), memory_mib(forwarder.pid, "VmRSS:"));
     forwarder.child.kill().await.ok();
     (peak, now, up.answered.load(Ordering::Relaxed))
+}
+
+/// Uncompressed to stored size of the late envelopes.
+fn plain_ratio() -> f64 {
+    let stored = body(0, Kind::LateEnvelope);
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&stored[..]), &mut plain).expect("gunzip");
+    plain.len() as f64 / stored.len() as f64
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -312,28 +378,36 @@ fn main() {
         println!("cyclops-forwarder delivery benchmark: forwarder on core 0, Kafka backlog and fake Sentry on core 1");
         let ms20 = Duration::from_millis(20);
         let ms200 = Duration::from_millis(200);
-        let (warm, measure) = (Duration::from_secs(5), Duration::from_secs(10));
+        let (warm, warm3, measure) = (Duration::from_secs(5), Duration::from_secs(3), Duration::from_secs(10));
+        let case = |name, kind, pacing, latency, capped, events| Case { name, kind, pacing, latency, capped, events };
+        let (store, late, instant) = (Kind::Store, Kind::LateEnvelope, Duration::ZERO);
+        let (adaptive, cyclops) = (PacingMode::Adaptive, PacingMode::Cyclops);
         let rows = vec![
-            run("adaptive, 20 ms, 16 at once", PacingMode::Adaptive, ms20, true, 15_000, warm, measure).await,
-            run("cyclops, 20 ms, 16 at once", PacingMode::Cyclops, ms20, true, 2_000, warm, measure).await,
-            run("adaptive, 200 ms, 16 at once", PacingMode::Adaptive, ms200, true, 2_000, warm, measure).await,
-            run("cyclops, 200 ms, 16 at once", PacingMode::Cyclops, ms200, true, 500, warm, measure).await,
-            run("adaptive, instant upstream", PacingMode::Adaptive, Duration::ZERO, false, 400_000, Duration::from_secs(3), measure)
-                .await,
+            run(case("adaptive, 20 ms, 16 at once", store, adaptive, ms20, true, 15_000), warm, measure).await,
+            run(case("cyclops, 20 ms, 16 at once", store, cyclops, ms20, true, 2_000), warm, measure).await,
+            run(case("adaptive, 200 ms, 16 at once", store, adaptive, ms200, true, 2_000), warm, measure).await,
+            run(case("cyclops, 200 ms, 16 at once", store, cyclops, ms200, true, 500), warm, measure).await,
+            run(case("adaptive, instant upstream", store, adaptive, instant, false, 400_000), warm3, measure).await,
+            run(
+                case("adaptive, instant upstream, gzip envelopes an hour late (sent_at moved, gzip again)", late, adaptive, instant, false, 300_000),
+                warm3,
+                measure,
+            )
+            .await,
         ];
         let (peak, now, sent) = rss_with_backlog(1_000_000, Duration::from_secs(20)).await;
         println!();
-        println!("| run | events/s | events/s per forwarder core | upstream p50 ms | upstream p90 ms | peak RSS MiB |");
-        println!("|---|---|---|---|---|---|");
+        println!("| run | events/s | events/s per forwarder core | upstream p50 ms | upstream p90 ms | peak RSS MiB | bytes stored / sent per event |");
+        println!("|---|---|---|---|---|---|---|");
         for r in &rows {
             println!(
-                "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |",
-                r.name, r.rate, r.per_core, r.p50_ms, r.p90_ms, r.rss_mib
+                "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} / {:.0} |",
+                r.name, r.rate, r.per_core, r.p50_ms, r.p90_ms, r.rss_mib, r.stored_bytes, r.sent_bytes
             );
         }
-        println!("| backlog of 1,000,000 events (200 ms, 16 at once; {sent} sent in 20 s) | | | | | {peak:.1} (now {now:.1}) |");
+        println!("| backlog of 1,000,000 events (200 ms, 16 at once; {sent} sent in 20 s) | | | | | {peak:.1} (now {now:.1}) | |");
         let capacity = |latency: f64| CAPACITY as f64 / latency;
-        let (a20, c20, a200, c200, instant) = (&rows[0], &rows[1], &rows[2], &rows[3], &rows[4]);
+        let (a20, c20, a200, c200, instant, late) = (&rows[0], &rows[1], &rows[2], &rows[3], &rows[4], &rows[5]);
         println!();
         println!(
             "targets: adaptive >= 90% of capacity (20 ms: {:.0}% {}; 200 ms: {:.0}% {}); upstream p90 <= 1.2x unloaded, i.e. cyclops's one-at-a-time p50 (20 ms: {:.2}x {}; 200 ms: {:.2}x {}); \
@@ -353,6 +427,13 @@ fn main() {
             instant.per_core,
             verdict(instant.per_core >= 20_000.0),
             verdict(peak <= 150.0),
+        );
+        println!(
+            "late envelopes: sent {:.2}x the stored bytes (uncompressed would be about {:.1}x); {:.0} events/s per core, {:.0}% of store events sent as stored",
+            late.sent_bytes / late.stored_bytes.max(1.0),
+            plain_ratio(),
+            late.per_core,
+            100.0 * late.per_core / instant.per_core.max(1e-9),
         );
     });
 }

@@ -130,14 +130,11 @@ impl Upstream {
             Ok(replay) => replay,
             Err(breach) => return Answer::local(Outcome::Malformed(breach)),
         };
-        let (body, encoding) = match self.moved_sent_at(record, &body) {
-            Some(rewritten) => (bytes::Bytes::from(rewritten), None),
-            None => (body, record.content_encoding.clone()),
-        };
+        let body = self.moved_sent_at(record, &body).map_or(body, bytes::Bytes::from);
         let mut headers = HeaderMap::new();
         for (name, value) in [
             (CONTENT_TYPE, &record.content_type),
-            (CONTENT_ENCODING, &encoding),
+            (CONTENT_ENCODING, &record.content_encoding),
             (USER_AGENT, &record.user_agent),
             (HeaderName::from_static("x-sentry-auth"), &record.auth),
             (HeaderName::from_static("x-forwarded-for"), &record.client_ip),

@@ -37,6 +37,14 @@ impl Recorded {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The body with its `Content-Encoding` undone, as text (lossy); empty
+    /// when it cannot be decoded.
+    pub fn decoded_text(&self) -> String {
+        use cyclops_common::encoding::{Encoding, decode};
+        let Ok(encoding) = Encoding::from_header(self.header("content-encoding")) else { return String::new() };
+        decode(encoding, &self.body, 64 << 20).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    }
 }
 
 /// An answer for requests whose path and body contain given text.

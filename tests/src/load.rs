@@ -93,19 +93,7 @@ pub async fn load_until(
 
 /// The event ids (hex, no dashes) whose text is in what Sentry received.
 pub fn delivered(requests: &[Recorded], ids: &HashSet<String>) -> HashSet<String> {
-    let texts: Vec<String> = requests
-        .iter()
-        .map(|r| {
-            let text = if r.header("content-encoding") == Some("gzip") {
-                let mut out = String::new();
-                std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&r.body[..]), &mut out).ok();
-                out
-            } else {
-                r.text()
-            };
-            text.replace('-', "")
-        })
-        .collect();
+    let texts: Vec<String> = requests.iter().map(|r| r.decoded_text().replace('-', "")).collect();
     ids.iter().filter(|id| texts.iter().any(|t| t.contains(id.as_str()))).cloned().collect()
 }
 
