@@ -4,7 +4,7 @@
 pub const REQUESTS: &str = "cyclops_ingest_requests_total";
 /// Counter of events stored (in Kafka, or in the spool). Labels: none.
 pub const ACCEPTED: &str = "cyclops_ingest_accepted_total";
-/// Counter of events dropped on purpose with a 200. Labels: `reason` (`flood`, `sampled`).
+/// Counter of events dropped on purpose with a 200. Labels: `reason` (`flood`, `sampled`, `empty`: an envelope with no items).
 pub const IGNORED: &str = "cyclops_ingest_ignored_total";
 /// Counter of refused submissions. Labels: `reason` (see `StoreError::reason`).
 pub const REJECTED: &str = "cyclops_ingest_rejected_total";
@@ -62,7 +62,10 @@ pub(crate) fn describe() {
     metrics::describe_counter!(DECODED_BYTES, metrics::Unit::Bytes, "Bytes produced by decompressing bodies.");
     metrics::describe_counter!(REQUESTS, "Intake requests, by endpoint and HTTP status.");
     metrics::describe_counter!(ACCEPTED, "Events acknowledged by Kafka (or queued, with ingest.ack = enqueue).");
-    metrics::describe_counter!(IGNORED, "Events dropped on purpose (flood filter, sampling), answered 200.");
+    metrics::describe_counter!(
+        IGNORED,
+        "Events dropped on purpose (flood filter, sampling, empty envelopes), answered 200."
+    );
     metrics::describe_counter!(REJECTED, "Submissions refused, by reason.");
     metrics::describe_histogram!(PRODUCE_SECONDS, metrics::Unit::Seconds, "Time for Kafka to acknowledge an event.");
     metrics::describe_gauge!(IN_FLIGHT, "Events handed to the producer and not yet acknowledged.");

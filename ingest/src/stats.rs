@@ -79,7 +79,7 @@ impl Stats {
         self.project(project, |p| p.processed += 1);
     }
 
-    /// An event was dropped on purpose (`flood`, `sampled`).
+    /// An event was dropped on purpose (`flood`, `sampled`, `empty`).
     pub fn ignored(&self, project: u64, reason: &'static str) {
         self.ignored.fetch_add(1, Ordering::Relaxed);
         self.project(project, |p| p.ignored += 1);

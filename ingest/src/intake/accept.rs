@@ -6,7 +6,8 @@
 //!
 //! Dropped events (flood filter, sampling) are answered 200 like stored
 //! ones: a 429 would make the SDK hold back all of its errors, not only the
-//! flooding one.
+//! flooding one. An envelope with no items is answered 200 and not stored,
+//! as Relay does: there is nothing in it to deliver.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -195,9 +196,12 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
     Ok(answer(kind, &understood, fate, count))
 }
 
-/// Sampling first (it costs nothing), then the flood filter for submissions
+/// An empty envelope is not stored; sampling next (it costs nothing), then the flood filter for submissions
 /// that carry an error event.
 async fn decide(intake: &Intake, project_id: u64, understood: &Understood) -> (Fate, u64) {
+    if understood.empty {
+        return ignored(intake, project_id, "empty", 0);
+    }
     let percent = intake.config.sampling.percent_for(project_id);
     if percent > 0.0 && fastrand::f64() * 100.0 < percent {
         return ignored(intake, project_id, "sampled", 0);

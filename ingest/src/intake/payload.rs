@@ -52,6 +52,8 @@ pub struct Understood {
     pub summary: Option<Summary>,
     /// Sentry's data categories of what it carries ([`category`]).
     pub categories: Vec<String>,
+    /// An envelope with no items: answered, never stored (as Relay does).
+    pub empty: bool,
 }
 
 /// An event's title, release and host, for the flood report.
@@ -213,7 +215,7 @@ fn read_store(decoded: &[u8], limits: Limits) -> Result<Understood, StoreError> 
             (id, Some(Rewritten { body, query: None }))
         }
     };
-    Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten, summary, categories })
+    Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten, summary, categories, empty: false })
 }
 
 fn read_envelope(decoded: &[u8], limits: Limits) -> Result<Understood, StoreError> {
@@ -255,7 +257,8 @@ fn read_envelope(decoded: &[u8], limits: Limits) -> Result<Understood, StoreErro
             (id, Some(Rewritten { body, query: None }))
         }
     };
-    Ok(Understood { event_id, has_event, fingerprint, dsn, rewritten, summary, categories })
+    let empty = parsed.items.is_empty();
+    Ok(Understood { event_id, has_event, fingerprint, dsn, rewritten, summary, categories, empty })
 }
 
 fn read_beacon(path: &str, query: &str, limits: Limits) -> Result<Understood, StoreError> {
@@ -284,7 +287,7 @@ fn read_beacon(path: &str, query: &str, limits: Limits) -> Result<Understood, St
             (id, Some(Rewritten { body: Vec::new(), query: Some(query.finish()) }))
         }
     };
-    Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten, summary, categories })
+    Ok(Understood { event_id, has_event: true, fingerprint, dsn: None, rewritten, summary, categories, empty: false })
 }
 
 #[cfg(test)]
@@ -404,6 +407,18 @@ mod tests {
         let u = understand(Kind::Envelope, Encoding::Identity, body, "/", None, LIMITS).expect("ok");
         assert!(!u.has_event && u.fingerprint.is_none() && u.rewritten.is_none());
         assert_eq!(u.event_id.len(), 32);
+    }
+
+    #[test]
+    fn an_envelope_without_items_is_empty_and_keeps_its_id() {
+        let id = "9ec79c33ec9942ab8353589fcb2e04dc";
+        let body = format!("{{\"event_id\":\"{id}\"}}\n");
+        let u = understand(Kind::Envelope, Encoding::Identity, body.as_bytes(), "/", None, LIMITS).expect("ok");
+        assert!(u.empty && u.has_event && u.event_id == id && u.rewritten.is_none(), "{u:?}");
+        let bare = understand(Kind::Envelope, Encoding::Identity, b"{}", "/", None, LIMITS).expect("ok");
+        assert!(bare.empty && !bare.has_event);
+        let session = b"{}\n{\"type\":\"session\"}\n{}\n";
+        assert!(!understand(Kind::Envelope, Encoding::Identity, session, "/", None, LIMITS).expect("ok").empty);
     }
 
     #[test]

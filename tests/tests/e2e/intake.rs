@@ -332,3 +332,32 @@ async fn cors_is_answered_as_sentry_does() {
     assert!(exposed.contains("x-sentry-rate-limits") && exposed.contains("retry-after"), "{exposed}");
     ingest.stop().await.expect("stops");
 }
+
+#[tokio::test]
+async fn an_envelope_without_items_is_answered_and_not_stored() {
+    let config = config();
+    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let ingest = spawn_ingest(config).await.expect("ingest");
+    let auth = sentry_auth(KEY);
+    let env = format!("/api/{PROJECT}/envelope/");
+    let id = event_id();
+    let with_id = format!("{{\"event_id\":\"{id}\"}}\n").into_bytes();
+    for (what, body, answer) in [
+        ("a header with an event id", with_id, serde_json::json!({ "id": id })),
+        ("a bare header", b"{}".to_vec(), serde_json::json!({})),
+        ("a gzipped header", gzip(b"{}\n"), serde_json::json!({})),
+    ] {
+        let encoding = if what.contains("gzip") { "gzip" } else { "identity" };
+        let headers = [("x-sentry-auth", auth.as_str()), ("content-encoding", encoding)];
+        let response = post(&ingest, &env, &headers, body).await;
+        assert_eq!(response.status(), 200, "{what}");
+        assert_eq!(response.headers()["x-cyclops-status"], "IGNORED", "{what}");
+        assert_eq!(response.headers()["x-cyclops-durability"], "none", "{what}");
+        assert_eq!(response.json::<Value>().await.expect("json"), answer, "{what}");
+    }
+    assert!(stays_empty(&topic, Duration::from_secs(2)).await, "nothing stored");
+    let count: Value = reqwest::get(ingest.url("/count")).await.expect("count").json().await.expect("json");
+    assert_eq!(count["processed"], 0, "{count}");
+    assert_eq!(count["ignored_by_reason"]["empty"], 3, "counted: {count}");
+    ingest.stop().await.expect("stops");
+}
