@@ -1,7 +1,7 @@
 # The two commands a newcomer needs:
 #   make run    set up what is missing, start the stack, run both services (Ctrl-C stops them)
 #   make test   set up what is missing, start the stack, run the whole test suite
-.PHONY: run test bench bench-forwarder stack-up cluster-up stack-down stack-status stack-clean lint fmt build
+.PHONY: run test fuzz fuzz-seeds bench bench-forwarder stack-up cluster-up stack-down stack-status stack-clean lint fmt build
 
 CARGO ?= cargo
 
@@ -13,6 +13,15 @@ test: stack-up cluster-up
 	@bash stack/sdks.sh
 	@rm -rf "$${TMPDIR:-/tmp}/cyclops-tests"  # the spools earlier test runs left
 	$(CARGO) test --workspace --all-targets
+
+# Runs every fuzz target (fuzz/) for FUZZ_SECONDS (45) each; CI runs it.
+fuzz:
+	@bash stack/fuzz.sh
+
+# Writes the fuzz seeds (fuzz/seeds/) from what the real SDKs send in the tests.
+fuzz-seeds: stack-up
+	@bash stack/sdks.sh
+	CYCLOPS_FUZZ_SEEDS=$(CURDIR)/fuzz/seeds $(CARGO) test -p cyclops-tests --test e2e sdks::
 
 # Load benchmark of ingest (prints a table; not part of `make test`).
 # Each run writes gigabytes to Kafka: the bench-* topics are deleted when it

@@ -148,6 +148,18 @@ pub fn check(record: &RecordHeaders) -> Result<Replay, Breach> {
     Ok(Replay { path, method })
 }
 
+/// The method and URL a record is replayed as, under `base_url` (no
+/// trailing slash): only the normalized intake path and the checked query
+/// come from the record, so that it can never point the forwarder elsewhere.
+pub fn replay_url(base_url: &str, record: &RecordHeaders) -> Result<(reqwest::Method, String), Breach> {
+    let Replay { path, method } = check(record)?;
+    let url = match &record.query {
+        Some(q) => format!("{base_url}{path}?{q}"),
+        None => format!("{base_url}{path}"),
+    };
+    Ok((method, url))
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

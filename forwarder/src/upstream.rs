@@ -111,17 +111,9 @@ impl Upstream {
         })
     }
 
-    /// The request a record is replayed as ([`crate::contract`]). Only the
-    /// normalized intake path and the query come from the record, so that a
-    /// record can never point the forwarder elsewhere.
+    /// The request a record is replayed as ([`crate::contract::replay_url`]).
     pub fn replay_for(&self, record: &RecordHeaders) -> Result<(reqwest::Method, String), crate::contract::Breach> {
-        let replay = crate::contract::check(record)?;
-        let path = replay.path;
-        let url = match &record.query {
-            Some(q) => format!("{}{path}?{q}", self.base_url),
-            None => format!("{}{path}", self.base_url),
-        };
-        Ok((replay.method, url))
+        crate::contract::replay_url(&self.base_url, record)
     }
 
     /// Sends one stored request.

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod fake_sentry;
+pub mod fuzz_seeds;
 pub mod kafka;
 pub mod load;
 pub mod own_kafka;

@@ -18,7 +18,7 @@
 //! one [`StoreError`].
 
 mod accept;
-mod auth;
+pub mod auth;
 mod body;
 pub mod budget;
 pub mod decode;

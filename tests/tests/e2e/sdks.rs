@@ -30,6 +30,7 @@ async fn python_sdk_sends(major: u8) -> Stored {
     let sent = python_sends(major, &dsn, "raised in python").await.expect("the SDK sends");
     assert!(sent.stderr.trim_start().starts_with(&format!("{major}.")), "sentry-sdk {major}.x ran: {}", sent.stderr);
     let record = stored_event(&topic, &sent.event_id).await;
+    cyclops_tests::fuzz_seeds::save(&format!("python-sentry-sdk-{major}"), &record);
     ingest.stop().await.expect("stops");
     record
 }
@@ -60,6 +61,7 @@ async fn the_rust_sentry_crate_sends_envelopes() {
     let dsn = format!("http://{KEY}@{}/{PROJECT}", ingest.addr);
     let sent = rust_sends(&dsn, "sent by the sentry crate").await.expect("the SDK sends");
     let record = stored_event(&topic, &sent.event_id).await;
+    cyclops_tests::fuzz_seeds::save("rust-sentry", &record);
     assert_eq!(record.headers.path, format!("/api/{PROJECT}/envelope/"));
     ingest.stop().await.expect("stops");
 }

@@ -1,7 +1,7 @@
 //! Load benchmark of `cyclops-ingest` (not a test: it prints numbers and
 //! asserts nothing). Run with `make bench`.
 //!
-//! Five servers (six with a baseline) are measured the same way, each pinned to one core (core 0)
+//! Six servers (seven with a baseline) are measured the same way, each pinned to one core (core 0)
 //! while this load generator runs on another (core 1):
 //!
 //! - **accept**: ingest storing every event (`acks=all`, flood filter in
@@ -15,6 +15,8 @@
 //! - **baseline** (only with `CYCLOPS_BENCH_BASELINE_INGEST=PATH`): the
 //!   accept path of another `cyclops-ingest` binary, say an older commit's,
 //!   for a before/after in one run;
+//! - **slow**: the accept path while `SLOW_CLIENTS` slow clients
+//!   ([`slow`]) hold connections open throughout, beside the clean run;
 //! - **drop**: ingest with the flood filter at its defaults (10 per second
 //!   per fingerprint), so nearly every event of the flood is dropped;
 //! - **null**: a handler that reads the body and answers `{}` — the ceiling
@@ -44,6 +46,8 @@ use hyper::body::Bytes;
 use hyper::{Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 
+mod slow;
+
 /// Keep-alive connections: many, as a farm's clients are; with `acks=all`
 /// each request waits for Kafka, so a few connections would measure latency, not capacity.
 const CONNECTIONS: usize = 256;
@@ -55,6 +59,8 @@ const MEASURE: Duration = Duration::from_secs(10);
 /// `CYCLOPS_BENCH_LATENCY_SECS` overrides it.
 const LATENCY_WINDOW: Duration = Duration::from_secs(30);
 const CORPUS: usize = 2000;
+/// Slow clients holding connections during the `slow` run.
+const SLOW_CLIENTS: usize = 100;
 const FINGERPRINTS: usize = 5;
 const KEY: &str = "be4c4be4c4be4c4be4c4be4c4be4c401";
 const PROJECT: u64 = 1;
@@ -397,10 +403,17 @@ fn ingest_config(
 }
 
 async fn run_ingest(name: &'static str, max_uses: u64, storage: Storage, bodies: Arc<Vec<Bytes>>) -> Row {
-    run_binary(name, env!("CARGO_BIN_EXE_cyclops-ingest"), max_uses, storage, bodies).await
+    run_binary(name, env!("CARGO_BIN_EXE_cyclops-ingest"), max_uses, storage, bodies, 0).await
 }
 
-async fn run_binary(name: &'static str, bin: &str, max_uses: u64, storage: Storage, bodies: Arc<Vec<Bytes>>) -> Row {
+async fn run_binary(
+    name: &'static str,
+    bin: &str,
+    max_uses: u64,
+    storage: Storage,
+    bodies: Arc<Vec<Bytes>>,
+    slow_clients: usize,
+) -> Row {
     let port = free_port();
     let spool_dir = tempfile::tempdir().expect("spool dir");
     // A build from before the spool refuses its section.
@@ -416,7 +429,17 @@ async fn run_binary(name: &'static str, bin: &str, max_uses: u64, storage: Stora
         .expect("ingest starts");
     let pid = child.id().expect("pid");
     wait_ready(&format!("http://127.0.0.1:{port}/ready")).await;
-    let row = measure(name, SocketAddr::from(([127, 0, 0, 1], port)), pid, bodies).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let slow = (slow_clients > 0).then(|| slow::start(addr, slow_clients, &format!("/api/{PROJECT}/store/"), KEY));
+    let row = measure(name, addr, pid, bodies).await;
+    if let Some(slow) = slow {
+        println!(
+            "{name}: {} slow connections open at the end, {} opened in all (cut off by the deadlines and back)",
+            slow.open(),
+            slow.connects()
+        );
+        slow.stop();
+    }
     child.kill().await.ok();
     row
 }
@@ -474,7 +497,7 @@ fn main() {
             MEASURE.as_secs(),
             latency_window().as_secs()
         );
-        // CYCLOPS_BENCH_ONLY=accept (or cluster, spool, drop, null, baseline; or a
+        // CYCLOPS_BENCH_ONLY=accept (or slow, cluster, spool, drop, null, baseline; or a
         // comma-separated list) measures those servers; the others print as skipped.
         let only = std::env::var("CYCLOPS_BENCH_ONLY").ok();
         let wanted = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|o| o == name));
@@ -483,13 +506,22 @@ fn main() {
         // build (an older commit's binary) in the same run, for a before/after.
         let baseline_bin = std::env::var("CYCLOPS_BENCH_BASELINE_INGEST").ok();
         let baseline = match baseline_bin.as_deref().filter(|_| wanted("baseline")) {
-            Some(bin) => run_binary("ingest, accept path, baseline build", bin, u64::MAX / 2, Storage::Kafka, bodies.clone()).await,
+            Some(bin) => {
+                run_binary("ingest, accept path, baseline build", bin, u64::MAX / 2, Storage::Kafka, bodies.clone(), 0).await
+            }
             None => Row::skipped("ingest, accept path, baseline build"),
         };
         let accept = if wanted("accept") {
             run_ingest("ingest, accept path", u64::MAX / 2, Storage::Kafka, bodies.clone()).await
         } else {
             Row::skipped("ingest, accept path")
+        };
+        let slow_name = "ingest, accept path, 100 slow clients holding connections";
+        let slow = if wanted("slow") {
+            let bin = env!("CARGO_BIN_EXE_cyclops-ingest");
+            run_binary(slow_name, bin, u64::MAX / 2, Storage::Kafka, bodies.clone(), SLOW_CLIENTS).await
+        } else {
+            Row::skipped(slow_name)
         };
         let cluster = if wanted("cluster") {
             run_ingest("ingest, accept path, 3-broker cluster (RF 3, min ISR 2)", u64::MAX / 2, Storage::Cluster, bodies.clone())
@@ -512,7 +544,7 @@ fn main() {
             "| server | events/s | server CPU, cores | events/s per server core | vs null | non-200 | p50 ms @ half rate | p99 ms @ half rate | p99.9 ms @ half rate | peak RSS MiB |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|");
-        for row in [&null, &accept, &cluster, &baseline, &spool, &drop] {
+        for row in [&null, &accept, &slow, &cluster, &baseline, &spool, &drop] {
             println!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.name,
@@ -535,8 +567,11 @@ fn main() {
             (false, false) => "MISSED",
         };
         println!(
-            "targets: accept >= 15000 events/s per core ({}); cluster >= 75% of accept per core ({}); spool >= accept per core ({}); spool p99 <= accept p99 at half load ({}); drop >= 25% of null ({}); p99 <= 10 ms at half load ({}); RSS <= 100 MiB ({})",
+            "targets: accept >= 15000 events/s per core ({}); with 100 slow clients, rate and p99 within 10% of accept ({}: rate {}%, p99 {}%); cluster >= 75% of accept per core ({}); spool >= accept per core ({}); spool p99 <= accept p99 at half load ({}); drop >= 25% of null ({}); p99 <= 10 ms at half load ({}); RSS <= 100 MiB ({})",
             verdict(&[&accept], accept.per_core() >= 15_000.0),
+            verdict(&[&accept, &slow], slow.rate >= 0.9 * accept.rate && slow.latency.p99 <= 1.1 * accept.latency.p99),
+            cell(100.0 * slow.rate / accept.rate, 0),
+            cell(100.0 * slow.latency.p99 / accept.latency.p99, 0),
             verdict(&[&accept, &cluster], cluster.per_core() >= 0.75 * accept.per_core()),
             verdict(&[&accept, &spool], spool.per_core() >= accept.per_core()),
             verdict(&[&accept, &spool], spool.latency.p99 <= accept.latency.p99),
