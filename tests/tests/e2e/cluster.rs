@@ -48,17 +48,24 @@ async fn ready(service: &TestService) -> (u16, Value) {
 
 /// Waits until the fake Sentry has every one of `ids`; panics naming the missing.
 pub(crate) async fn all_arrive(sentry: &FakeSentry, ids: &HashSet<String>) {
+    if let Err(missing) = arrival(sentry, ids).await {
+        panic!("{missing}");
+    }
+}
+
+/// Waits until the fake Sentry has every one of `ids`; names the missing when it does not.
+pub(crate) async fn arrival(sentry: &FakeSentry, ids: &HashSet<String>) -> Result<(), String> {
     let arrived = wait_for(Duration::from_secs(180), "every event at the fake Sentry", || async {
         (delivered(&sentry.requests(), ids).len() == ids.len()).then_some(())
     })
     .await;
     let missing: Vec<String> = ids.difference(&delivered(&sentry.requests(), ids)).cloned().collect();
-    assert!(
-        arrived.is_ok(),
-        "{} of {} events answered 200 never reached Sentry: {missing:?}",
-        missing.len(),
-        ids.len()
-    );
+    match arrived {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            Err(format!("{} of {} events answered 200 never reached Sentry: {missing:?}", missing.len(), ids.len()))
+        }
+    }
 }
 
 #[tokio::test]
