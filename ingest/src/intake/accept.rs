@@ -196,8 +196,8 @@ async fn accept(intake: &Intake, kind: Kind, s: Submission) -> Result<Response, 
     Ok(answer(kind, &understood, fate, count))
 }
 
-/// An empty envelope is not stored; sampling next (it costs nothing), then the flood filter for submissions
-/// that carry an error event.
+/// An empty envelope is not stored; sampling next (it costs nothing), then
+/// the flood filter for submissions that carry an error event.
 async fn decide(intake: &Intake, project_id: u64, understood: &Understood) -> (Fate, u64) {
     if understood.empty {
         return ignored(intake, project_id, "empty", 0);
