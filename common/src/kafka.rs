@@ -66,6 +66,20 @@ pub fn reserved(key: &str) -> Option<&'static str> {
     RESERVED_KEYS.iter().find(|(k, _)| *k == key).map(|(_, why)| *why)
 }
 
+/// Whether a producer's delivery report says where Kafka wrote the record.
+///
+/// librdkafka's idempotent producer also reports success, without an offset,
+/// for records it *infers* were written because a later record to the same
+/// partition was (an "implicit ack"). The inference is wrong when a fresh
+/// partition refused the first record ("not leader for partition") and then,
+/// holding no state for this producer yet, took the second: the first was
+/// never written (confluent-kafka-go#921; bursts at new topics lost events
+/// answered 200 before ingest checked this). A record not `written` is sent
+/// again: at worst a second copy, which Sentry drops by its event id.
+pub fn written(delivery: &rdkafka::producer::future_producer::Delivery) -> bool {
+    delivery.offset >= 0
+}
+
 /// A librdkafka client's configuration: `[kafka]`'s connection and security
 /// settings and `kafka.librdkafka`, plus what the caller sets for its role.
 #[derive(Debug, Clone)]
@@ -352,6 +366,18 @@ mod tests {
     use super::*;
     use crate::config::{SaslMechanism, SecurityProtocol};
     use crate::secret::Secret;
+
+    #[test]
+    fn a_delivery_without_an_offset_is_not_written() {
+        use rdkafka::Timestamp;
+        use rdkafka::producer::future_producer::Delivery;
+        let delivery = |offset| Delivery { partition: 3, offset, timestamp: Timestamp::NotAvailable };
+        assert!(written(&delivery(0)));
+        assert!(written(&delivery(41)));
+        // What librdkafka reports for an implicit ack: RD_KAFKA_OFFSET_INVALID.
+        assert!(!written(&delivery(-1001)));
+        assert!(!written(&delivery(-1)));
+    }
 
     #[test]
     fn every_client_gets_the_security_settings_and_the_pass_through() {

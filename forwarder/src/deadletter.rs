@@ -33,6 +33,15 @@ pub mod header {
 /// Longest wait for the dead-letter topic to take a record.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a record could not be dead-lettered (the caller retries).
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("kafka did not take the dead letter: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("kafka acknowledged the dead letter without an offset")]
+    Unconfirmed,
+}
+
 /// Writes records to the dead-letter topic.
 pub struct DeadLetter {
     producer: FutureProducer<kafka::Context>,
@@ -92,8 +101,9 @@ impl DeadLetter {
         }
     }
 
-    /// Writes `job`'s record with why it is here; returns once Kafka has it.
-    pub async fn send(&self, job: &Job, reason: &str, status: Option<u16>) -> Result<(), KafkaError> {
+    /// Writes `job`'s record with why it is here; returns once Kafka has it
+    /// and said where ([`kafka::written`]: the caller's retry sends it again).
+    pub async fn send(&self, job: &Job, reason: &str, status: Option<u16>) -> Result<(), DeadLetterError> {
         self.ensure_topic().await?;
         let mut headers = OwnedHeaders::new();
         if let Some(original) = &job.headers {
@@ -122,6 +132,10 @@ impl DeadLetter {
         if let Some(key) = &job.key {
             record = record.key(key.as_slice());
         }
-        self.producer.send(record, SEND_TIMEOUT).await.map(|_| ()).map_err(|(e, _)| e)
+        match self.producer.send(record, SEND_TIMEOUT).await {
+            Ok(delivery) if kafka::written(&delivery) => Ok(()),
+            Ok(_) => Err(DeadLetterError::Unconfirmed),
+            Err((e, _)) => Err(DeadLetterError::Kafka(e)),
+        }
     }
 }

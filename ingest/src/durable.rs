@@ -140,9 +140,9 @@ impl Store {
         }
         let started = Instant::now();
         let in_flight = self.stats.in_flight();
-        let headers = out.headers.to_kafka();
         let sent = match self.ack {
             AckMode::Acknowledged => {
+                let headers = || out.headers.to_kafka();
                 self.producer.send_acknowledged(out.topic, out.key.as_bytes(), out.value, headers).await.map(|()| {
                     self.kafka.up();
                     self.stats.acknowledged_after(started.elapsed());
@@ -150,6 +150,7 @@ impl Store {
                 })
             }
             AckMode::Enqueue => {
+                let headers = out.headers.to_kafka();
                 self.producer.enqueue(out.topic, out.key.as_bytes(), out.value, headers).await.map(|delivery| {
                     self.watch(delivery, in_flight, started);
                     Durability::Queued
@@ -183,9 +184,16 @@ impl Store {
         self.deliveries.spawn(async move {
             let _in_flight = in_flight;
             let (error, message) = match delivery.await {
-                Ok(Ok(_)) => {
+                Ok(Ok(delivery)) if cyclops_common::kafka::written(&delivery) => {
                     kafka.up();
                     stats.acknowledged_after(started.elapsed());
+                    return;
+                }
+                Ok(Ok(delivery)) => {
+                    // The record is not kept once queued: it cannot be sent again.
+                    crate::producer::unconfirmed("(ack = enqueue)", &delivery, "it may be lost");
+                    metrics::counter!(crate::metrics::LOST_AFTER_ENQUEUE).increment(1);
+                    tracing::error!("kafka did not confirm an event answered 200 (ack = enqueue); it may be lost");
                     return;
                 }
                 Ok(Err((e, message))) => (e, message),

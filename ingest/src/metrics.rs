@@ -14,6 +14,9 @@ pub const PRODUCE_SECONDS: &str = "cyclops_ingest_produce_seconds";
 pub const IN_FLIGHT: &str = "cyclops_ingest_in_flight";
 /// Counter of events answered 200 under `ingest.ack = "enqueue"` that Kafka then did not take.
 pub const LOST_AFTER_ENQUEUE: &str = "cyclops_ingest_lost_after_enqueue_total";
+/// Counter of acknowledgements Kafka did not confirm (no offset; see
+/// `cyclops_common::kafka::written`): the event is sent again, or with `ack = "enqueue"` may be lost.
+pub const UNCONFIRMED: &str = "cyclops_ingest_unconfirmed_acks_total";
 /// Counter of Kafka topics ingest created. Labels: none.
 pub const TOPICS_CREATED: &str = "cyclops_ingest_topics_created_total";
 /// Gauge of keys loaded from Sentry's database.
@@ -70,6 +73,10 @@ pub(crate) fn describe() {
     metrics::describe_histogram!(PRODUCE_SECONDS, metrics::Unit::Seconds, "Time for Kafka to acknowledge an event.");
     metrics::describe_gauge!(IN_FLIGHT, "Events handed to the producer and not yet acknowledged.");
     metrics::describe_counter!(LOST_AFTER_ENQUEUE, "Events answered 200 with ack = enqueue that Kafka did not take.");
+    metrics::describe_counter!(
+        UNCONFIRMED,
+        "Acknowledgements of events without an offset (inferred by the producer, not confirmed by Kafka)."
+    );
     metrics::describe_counter!(TOPICS_CREATED, "Project topics created by this instance.");
     metrics::describe_gauge!(KEYS_LOADED, "Project keys loaded from Sentry's database.");
     metrics::describe_counter!(KEY_REFRESH_FAILURES, "Failed reloads of project keys from Sentry's database.");

@@ -1,7 +1,8 @@
 //! Producing to Kafka: one topic per project, created on first use through
 //! the admin API (never by the broker's auto-create); records sent with
-//! `acks=all` by an idempotent producer. What to do when Kafka does not take
-//! a record is [`crate::durable`]'s business.
+//! `acks=all` by an idempotent producer, and sent again when the producer
+//! reports one written that Kafka never confirmed ([`kafka::written`]). What to do
+//! when Kafka does not take a record is [`crate::durable`]'s business.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -12,6 +13,7 @@ use cyclops_common::kafka::{self, ClientBuilder, TopicSpec};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::time::Instant;
@@ -21,6 +23,9 @@ const MAX_KNOWN_TOPICS: usize = 100_000;
 /// Least bound on the producer's queue; it is raised to hold two of the
 /// largest records. A full queue makes ingest answer 503.
 const QUEUE_MIN_KBYTES: usize = 64 * 1024;
+
+/// Most sends of one record whose acknowledgements Kafka did not confirm (see [`kafka::written`]).
+const SENDS_PER_RECORD: u32 = 3;
 
 /// Why an event could not be stored.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,8 @@ pub enum ProduceError {
     Send(KafkaError),
     #[error("kafka did not acknowledge the event within {0:?}")]
     Timeout(Duration),
+    #[error("kafka did not confirm the event in {0} sends (acknowledged without an offset each time)")]
+    Unconfirmed(u32),
 }
 
 impl ProduceError {
@@ -46,10 +53,17 @@ impl ProduceError {
     pub fn kafka_unavailable(&self) -> bool {
         match self {
             Self::Timeout(_) => true,
+            Self::Unconfirmed(_) => false,
             Self::CreateTopic { unanswered, .. } => *unanswered,
             Self::Send(e) => says_kafka_unavailable(e),
         }
     }
+}
+
+/// Counts and logs a delivery [`kafka::written`] does not confirm.
+pub fn unconfirmed(topic: &str, delivery: &Delivery, then: &str) {
+    metrics::counter!(crate::metrics::UNCONFIRMED).increment(1);
+    tracing::debug!(topic, partition = delivery.partition, then, "kafka acknowledged an event without an offset");
 }
 
 /// Whether a failed delivery says Kafka as a whole is not taking records
@@ -171,30 +185,36 @@ impl EventProducer {
         Ok(())
     }
 
-    /// Sends one record and returns once Kafka acknowledged it (`acks=all`),
-    /// or fails within `ingest.produce_timeout_ms` all told (topic creation
-    /// included).
+    /// Sends one record and returns once Kafka acknowledged it (`acks=all`)
+    /// and said where it wrote it, or fails within `ingest.produce_timeout_ms`
+    /// all told (topic creation included). `headers` builds the record's
+    /// headers for each send: a send again is rare, a copy of every record's
+    /// headers for it would not be.
     pub async fn send_acknowledged(
         &self,
         topic: &str,
         key: &[u8],
         payload: &[u8],
-        headers: OwnedHeaders,
+        headers: impl Fn() -> OwnedHeaders,
     ) -> Result<(), ProduceError> {
         let deadline = Instant::now() + self.timeout;
         self.ensure_topic(topic, self.timeout).await?;
-        let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
-        let left = deadline.saturating_duration_since(Instant::now());
-        let delivered = self.producer.send(record, left);
-        // librdkafka also enforces message.timeout.ms; this bounds the whole.
-        match tokio::time::timeout_at(deadline, delivered).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, _))) => {
-                self.delivery_failed(topic, &e);
-                Err(ProduceError::Send(e))
+        for _ in 0..SENDS_PER_RECORD {
+            let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers());
+            let left = deadline.saturating_duration_since(Instant::now());
+            let delivered = self.producer.send(record, left);
+            // librdkafka also enforces message.timeout.ms; this bounds the whole.
+            match tokio::time::timeout_at(deadline, delivered).await {
+                Ok(Ok(delivery)) if kafka::written(&delivery) => return Ok(()),
+                Ok(Ok(delivery)) => unconfirmed(topic, &delivery, "sending it again"),
+                Ok(Err((e, _))) => {
+                    self.delivery_failed(topic, &e);
+                    return Err(ProduceError::Send(e));
+                }
+                Err(_) => return Err(ProduceError::Timeout(self.timeout)),
             }
-            Err(_) => Err(ProduceError::Timeout(self.timeout)),
         }
+        Err(ProduceError::Unconfirmed(SENDS_PER_RECORD))
     }
 
     /// Queues one record (`ack = "enqueue"`); the returned future says

@@ -186,7 +186,7 @@ async fn pass(
         rows.retain(|row| !undeleted.rows.contains_key(&row.id));
         let sends = rows.iter().map(|row| async move {
             let record = row.record.as_ref().ok()?;
-            let headers = kafka_headers(&record.headers);
+            let headers = || kafka_headers(&record.headers);
             Some(producer.send_acknowledged(&record.topic, &record.key, &record.value, headers).await)
         });
         let outcomes = join_all(sends).await;
