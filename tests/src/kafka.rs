@@ -193,24 +193,38 @@ pub async fn produce_backlog_range(
         .set("linger.ms", "5")
         .set("enable.idempotence", "true")
         .create()?;
-    let mut bodies = Vec::with_capacity(count);
+    let record = |n: usize, event_id: &str| {
+        let partition = i32::try_from(n).unwrap_or(0) % partitions;
+        let headers = store_headers(project, key, event_id, "error").to_kafka();
+        (partition, headers, backlog_body(project, n))
+    };
+    let mut records = Vec::with_capacity(count);
     let mut sends = Vec::with_capacity(count);
     for n in range {
-        let body = backlog_body(project, n);
         let event_id = crate::event_id();
-        let headers = store_headers(project, key, &event_id, "error");
-        let partition = i32::try_from(n).unwrap_or(0) % partitions;
-        let mut record =
-            FutureRecord::to(&topic).key(&event_id).payload(&body).partition(partition).headers(headers.to_kafka());
+        let (partition, headers, body) = record(n, &event_id);
+        let mut out = FutureRecord::to(&topic).key(&event_id).payload(&body).partition(partition).headers(headers);
         if let Some(ms) = timestamp_ms {
-            record = record.timestamp(ms);
+            out = out.timestamp(ms);
         }
-        sends.push(producer.send_result(record).map_err(|(e, _)| e)?);
-        bodies.push(body);
+        sends.push(producer.send_result(out).map_err(|(e, _)| e)?);
+        records.push((n, event_id, body));
     }
-    for send in sends {
-        send.await?.map_err(|(e, _)| e)?;
+    for (send, (n, event_id, _)) in sends.into_iter().zip(&records) {
+        let sent = send.await?.map_err(|(e, _)| e)?;
+        // A fresh partition can lose a record librdkafka reports written
+        // without an offset (`cyclops_common::kafka::written`): send it again.
+        if !cyclops_common::kafka::written(&sent) {
+            let (partition, headers, body) = record(*n, event_id);
+            let mut out = FutureRecord::to(&topic).key(event_id).payload(&body).partition(partition).headers(headers);
+            if let Some(ms) = timestamp_ms {
+                out = out.timestamp(ms);
+            }
+            let again = producer.send(out, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+            anyhow::ensure!(cyclops_common::kafka::written(&again), "kafka did not confirm a backlog record twice");
+        }
     }
+    let bodies = records.into_iter().map(|(_, _, body)| body).collect();
     Ok(bodies)
 }
 
