@@ -4,16 +4,17 @@
 //! `/ready` answers 200 only when a Kafka metadata request succeeds (for
 //! an ingest with its spool on, a failing Kafka only degrades it); it
 //! answers 503 as soon as shutdown begins, so that a load balancer stops
-//! sending before the listener closes. Redis (when configured) is checked
-//! and reported too, but it is not critical: ingest keeps accepting without
-//! it (its flood filter counts in process), so a Redis outage makes `/ready`
-//! say `"degraded": true`, not 503 — taking every ingest out of rotation for
-//! it would lose every event. Its JSON body names each check and why it failed.
+//! sending before the listener closes. A service adds its own checks: probes
+//! of other dependencies (ingest pings Redis), which only degrade `/ready`
+//! (`"degraded": true`, not 503), and cheap computed ones. Its JSON body
+//! names each check and why it failed.
 //!
 //! A cluster that refuses our credentials or TLS handshake makes `/ready`
 //! 503 in every service, spool or not: that is a setting to fix, which no
 //! amount of spooling waits out. The check's detail says which keys to check.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,8 +40,6 @@ use crate::telemetry::names;
 pub enum StatusError {
     #[error("cannot create the Kafka client used for readiness checks: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error(transparent)]
-    Redis(#[from] crate::redis_client::RedisClientError),
     #[error(transparent)]
     Metrics(#[from] crate::telemetry::MetricsError),
 }
@@ -108,37 +107,12 @@ impl KafkaProbe {
     }
 }
 
-/// Probes Redis with PING.
-#[derive(Debug, Clone)]
-pub struct RedisProbe {
-    client: redis::Client,
-    timeout: Duration,
-}
-
-impl RedisProbe {
-    pub fn new(client: redis::Client, timeout: Duration) -> Self {
-        Self { client, timeout }
-    }
-
-    pub async fn check(&self) -> Result<String, String> {
-        let ping = async {
-            let mut conn = self.client.get_multiplexed_async_connection().await?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await
-        };
-        match tokio::time::timeout(self.timeout, ping).await {
-            Ok(Ok(pong)) => Ok(pong),
-            Ok(Err(e)) => Err(format!("PING failed: {e}")),
-            Err(_) => Err(format!("no answer to PING within {} ms", self.timeout.as_millis())),
-        }
-    }
-}
-
 /// What the status endpoints need.
 pub struct StatusState {
     service: &'static str,
     healthcheck_text: String,
     kafka: KafkaProbe,
-    redis: Option<RedisProbe>,
+    probes: Vec<(&'static str, Probe)>,
     shutdown: CancellationToken,
     prometheus: PrometheusHandle,
     /// The last checks and when they ran. Callers within [`CHECK_TTL`] share
@@ -169,13 +143,11 @@ impl StatusState {
         config: &Config,
         shutdown: CancellationToken,
     ) -> Result<Self, StatusError> {
-        let timeout = Duration::from_millis(config.kafka.metadata_timeout_ms);
-        let redis = crate::redis_client::client(&config.redis)?.map(|client| RedisProbe::new(client, timeout));
         Ok(Self {
             service,
             healthcheck_text,
             kafka: KafkaProbe::new(config)?,
-            redis,
+            probes: Vec::new(),
             shutdown,
             prometheus: crate::telemetry::prometheus()?,
             last: tokio::sync::Mutex::new(None),
@@ -208,6 +180,11 @@ pub struct CheckResult {
 /// A check a service adds to `/ready` (computed, not probed; it must be cheap).
 pub type ExtraCheck = Box<dyn Fn() -> CheckResult + Send + Sync>;
 
+/// A dependency a service probes for `/ready` (a round trip, bounded by the
+/// probe itself): `Ok` or `Err` with what it found. Run with the Kafka probe,
+/// at most once per [`CHECK_TTL`]; a failure degrades `/ready`.
+pub type Probe = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
 impl StatusState {
     /// The state of every dependency (probed at most once per [`CHECK_TTL`]) and of shutdown.
     pub async fn readiness(&self) -> Readiness {
@@ -232,18 +209,17 @@ impl StatusState {
 
     /// Runs every check concurrently.
     async fn probe(&self) -> Vec<CheckResult> {
-        let redis = async {
-            match &self.redis {
-                Some(probe) => Some(probe.check().await),
-                None => None,
+        let others = async {
+            let mut outcomes = Vec::with_capacity(self.probes.len());
+            for (name, probe) in &self.probes {
+                outcomes.push((*name, probe().await));
             }
+            outcomes
         };
-        let (kafka, redis) = tokio::join!(self.kafka.check(), redis);
+        let (kafka, others) = tokio::join!(self.kafka.check(), others);
         let kafka_critical = self.kafka_critical || kafka.as_ref().is_err_and(|e| e.misconfigured);
         let mut checks = vec![self.record("kafka", kafka_critical, kafka.map_err(|e| e.detail))];
-        if let Some(redis) = redis {
-            checks.push(self.record("redis", false, redis));
-        }
+        checks.extend(others.into_iter().map(|(name, outcome)| self.record(name, false, outcome)));
         checks
     }
 
@@ -263,6 +239,12 @@ impl StatusState {
     /// ingest that spools while Kafka is away and must keep receiving.
     pub fn with_kafka_not_critical(mut self) -> Self {
         self.kafka_critical = false;
+        self
+    }
+
+    /// Adds a dependency probed for `/ready` (see [`Probe`]).
+    pub fn with_probe(mut self, name: &'static str, probe: Probe) -> Self {
+        self.probes.push((name, probe));
         self
     }
 

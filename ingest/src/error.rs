@@ -10,7 +10,7 @@ pub enum IngestError {
     #[error("cannot create the Kafka producer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
-    Redis(#[from] cyclops_common::redis_client::RedisClientError),
+    Redis(#[from] crate::flood::redis_client::RedisClientError),
     #[error(transparent)]
     Status(#[from] cyclops_common::status::StatusError),
     #[error(transparent)]

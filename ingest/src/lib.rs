@@ -8,7 +8,7 @@
 
 pub mod durable;
 mod error;
-pub mod floods;
+pub mod flood;
 pub mod intake;
 pub mod keys;
 pub mod keys_refresh;

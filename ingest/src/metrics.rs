@@ -1,4 +1,4 @@
-//! Names of ingest's metrics (the flood filter's are in `cyclops_common::flood::names`).
+//! Names of ingest's metrics.
 
 /// Counter of requests. Labels: `endpoint` (`store`, `envelope`, `beacon`), `status` (HTTP code).
 pub const REQUESTS: &str = "cyclops_ingest_requests_total";
@@ -50,6 +50,10 @@ pub const SPOOL_CORRUPT: &str = "cyclops_ingest_spool_corrupt_total";
 pub const SPOOL_FSYNC_SECONDS: &str = "cyclops_ingest_spool_fsync_seconds";
 /// Gauge, 1 while Kafka is not taking events (they go to the spool).
 pub const KAFKA_DOWN: &str = "cyclops_ingest_kafka_down";
+/// Counter of Redis failures (errors and timeouts) in the flood filter.
+pub const FLOOD_REDIS_ERRORS: &str = "cyclops_flood_redis_errors_total";
+/// Gauge, 1 while the flood filter counts in process because Redis failed.
+pub const FLOOD_FALLBACK_ACTIVE: &str = "cyclops_flood_fallback_active";
 
 pub(crate) fn describe() {
     metrics::describe_gauge!(SPOOL_RECORDS, "Records in the spool.");
@@ -80,9 +84,6 @@ pub(crate) fn describe() {
     metrics::describe_counter!(TOPICS_CREATED, "Project topics created by this instance.");
     metrics::describe_gauge!(KEYS_LOADED, "Project keys loaded from Sentry's database.");
     metrics::describe_counter!(KEY_REFRESH_FAILURES, "Failed reloads of project keys from Sentry's database.");
-    metrics::describe_counter!(cyclops_common::flood::names::REDIS_ERRORS, "Redis failures in the flood filter.");
-    metrics::describe_gauge!(
-        cyclops_common::flood::names::FALLBACK_ACTIVE,
-        "1 while the flood filter counts in process."
-    );
+    metrics::describe_counter!(FLOOD_REDIS_ERRORS, "Redis failures in the flood filter.");
+    metrics::describe_gauge!(FLOOD_FALLBACK_ACTIVE, "1 while the flood filter counts in process.");
 }

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::flood::FloodFilter;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use cyclops_common::config::Config;
-use cyclops_common::flood::FloodFilter;
 use cyclops_common::record::project_of_topic;
 use cyclops_common::shutdown::{CancellationToken, with_grace};
 use cyclops_common::status::{self, CheckResult, StatusState};
@@ -65,10 +65,11 @@ impl Ingest {
 
         let stats = Arc::new(Stats::default());
         let keys = Arc::new(KeyStore::new(&config.projects, config.ingest.restrict_api_access));
+        let redis = crate::flood::redis_client::client(&config.redis)?;
         let flood = FloodFilter::new(
             config.ingest.flood.max_uses,
             Duration::from_secs(config.ingest.flood.window_secs),
-            cyclops_common::redis_client::client(&config.redis)?,
+            redis.clone(),
             &config.redis.key_prefix,
             Duration::from_millis(config.redis.timeout_ms),
         );
@@ -137,6 +138,9 @@ impl Ingest {
         let mut status = StatusState::new("ingest", config.ingest.healthcheck_text.clone(), &config, shutdown.clone())?
             .with_extra_check(Box::new(supervisor.check()))
             .with_extra_check(Box::new(move || flood_check(&flood_state)));
+        if let Some(redis) = redis {
+            status = status.with_probe("redis", crate::flood::redis_client::probe(redis));
+        }
         if intake.store.spool.is_some() {
             // Kafka away is what the spool is for: degraded, not unready.
             let spool_state = intake.clone();

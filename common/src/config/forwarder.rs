@@ -16,7 +16,9 @@ pub struct ForwarderConfig {
     /// Body of `/healthcheck` (Cyclops `HEALTHCHECK_TEXT`). Defaults to `WORKING`.
     pub healthcheck_text: String,
     /// How long a graceful shutdown may take before in-flight work is
-    /// abandoned. Defaults to 10.
+    /// abandoned. Deliveries in flight get the first half of it to be
+    /// answered; the second half is for committing what they delivered and
+    /// leaving the consumer group. Defaults to 10.
     pub drain_timeout_secs: u64,
     /// Kafka consumer group shared by every forwarder of one farm.
     /// Defaults to `cyclops-forwarder`.
@@ -90,13 +92,6 @@ pub enum PacingMode {
     Adaptive,
     /// Cyclops's original: one request at a time, spaced by the p90 latency.
     Cyclops,
-}
-
-impl ForwarderConfig {
-    /// The weight of `project` (1 unless set).
-    pub fn weight_of(&self, project: u64) -> u32 {
-        self.project_weights.get(&project.to_string()).copied().unwrap_or(1)
-    }
 }
 
 impl Default for ForwarderConfig {

@@ -121,11 +121,6 @@ pub fn write_default(path: &std::path::Path) -> std::io::Result<()> {
 const RECORD_OVERHEAD_BYTES: usize = 1 << 20;
 
 impl Config {
-    /// The topic that holds `project_id`'s events.
-    pub fn topic_for_project(&self, project_id: u64) -> String {
-        format!("{}{}", self.kafka.topic_prefix, project_id)
-    }
-
     /// The largest Kafka record either service writes: the largest body
     /// ingest accepts plus room for headers and framing. Project topics and
     /// the dead-letter topic are created with it as `max.message.bytes`, so

@@ -127,6 +127,8 @@ impl Engine {
             latency: latency.clone(),
             view: view.clone(),
             shutdown,
+            // The other half commits what was delivered and leaves the
+            // group, within the service's whole drain_timeout_secs.
             drain: Duration::from_secs(f.drain_timeout_secs) / 2,
             openings_seen: 0,
         };

@@ -12,16 +12,16 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::flood::Verdict;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cyclops_common::flood::Verdict;
 use cyclops_common::record::{RecordHeaders, topic_name};
 
 use super::decode::{self, Encoding};
 use super::payload::{self, Kind, Understood};
 use super::{Intake, StoreError, Submission, auth, body, envelope};
 use crate::durable::{Durability, Outgoing, StoreFailure};
-use crate::floods::Sample;
+use crate::flood::report::Sample;
 use crate::spool::SpoolError;
 
 /// Longest envelope header line read to find a `dsn` (Relay's own limit on

@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::flood::FloodFilter;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
@@ -37,7 +38,6 @@ use axum::http::{HeaderMap, HeaderName, Method, Uri, header};
 use axum::response::Response;
 use axum::routing::post;
 use cyclops_common::config::Config;
-use cyclops_common::flood::FloodFilter;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::SentryAuth;
@@ -47,7 +47,7 @@ pub use payload::Kind;
 use self::budget::MemoryBudget;
 
 use crate::durable::Store;
-use crate::floods::FloodReport;
+use crate::flood::report::FloodReport;
 use crate::keys::KeyStore;
 use crate::stats::Stats;
 

@@ -12,8 +12,8 @@ use serde_json::Value;
 use super::StoreError;
 use super::decode::{self, Encoding};
 use super::envelope;
+use crate::flood::fingerprint::{self, EventId, EventView};
 use cyclops_common::category;
-use cyclops_common::fingerprint::{self, EventId, EventView};
 
 /// Which Sentry form a submission has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

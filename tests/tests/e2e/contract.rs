@@ -47,7 +47,7 @@ fn the_example_record_follows_the_contract() {
     let event: Value = serde_json::from_str(value.lines().nth(2).expect("event line")).expect("event");
     assert_eq!(
         example["headers"]["cyclops-fingerprint"],
-        cyclops_common::fingerprint::of_event(&event).as_str(),
+        cyclops_ingest::flood::fingerprint::of_event(&event).as_str(),
         "the example's fingerprint is its event's"
     );
 }

@@ -58,14 +58,6 @@ end
 return 0
 ";
 
-/// Metric names.
-pub mod names {
-    /// Counter of Redis failures (errors and timeouts) in the flood filter.
-    pub const REDIS_ERRORS: &str = "cyclops_flood_redis_errors_total";
-    /// Gauge, 1 while the flood filter counts in process because Redis failed.
-    pub const FALLBACK_ACTIVE: &str = "cyclops_flood_fallback_active";
-}
-
 /// What the filter says about one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -73,14 +65,6 @@ pub enum Verdict {
     Pass { count: u64 },
     /// Over the limit: drop it.
     Drop { count: u64 },
-}
-
-impl Verdict {
-    pub fn count(self) -> u64 {
-        match self {
-            Self::Pass { count } | Self::Drop { count } => count,
-        }
-    }
 }
 
 /// Fixed windows counted in this process, with the time passed in.
@@ -265,7 +249,7 @@ impl FloodFilter {
             }
             None => None,
         };
-        metrics::gauge!(names::FALLBACK_ACTIVE).set(0.0);
+        metrics::gauge!(crate::metrics::FLOOD_FALLBACK_ACTIVE).set(0.0);
         Self {
             max_uses,
             window,
@@ -366,7 +350,7 @@ impl FloodFilter {
             Ok(Ok((count, ttl_ms))) => {
                 if self.fallback.swap(false, Ordering::Relaxed) {
                     tracing::warn!("redis answers again: flood counts are farm-wide again");
-                    metrics::gauge!(names::FALLBACK_ACTIVE).set(0.0);
+                    metrics::gauge!(crate::metrics::FLOOD_FALLBACK_ACTIVE).set(0.0);
                 }
                 redis.skip(None);
                 if count > self.max_uses {
@@ -380,11 +364,11 @@ impl FloodFilter {
     }
 
     fn redis_failed(&self, redis: &RedisCounter, now: Instant, error: &str) -> Option<u64> {
-        metrics::counter!(names::REDIS_ERRORS).increment(1);
+        metrics::counter!(crate::metrics::FLOOD_REDIS_ERRORS).increment(1);
         redis.skip(Some(now + REDIS_RETRY));
         if !self.fallback.swap(true, Ordering::Relaxed) {
             tracing::error!(error, "redis failed: flood filter counts in process until it answers again");
-            metrics::gauge!(names::FALLBACK_ACTIVE).set(1.0);
+            metrics::gauge!(crate::metrics::FLOOD_FALLBACK_ACTIVE).set(1.0);
         }
         None
     }

@@ -1,8 +1,11 @@
 //! The Redis client, made from `[redis]`: a password in `redis.url` and
 //! `rediss://` (TLS, with `redis.tls_ca_location` for a private CA) work
-//! wherever Cyclops talks to Redis.
+//! wherever ingest talks to Redis; and `/ready`'s probe of it.
 
-use crate::config::RedisConfig;
+use std::time::Duration;
+
+use cyclops_common::config::RedisConfig;
+use cyclops_common::status::Probe;
 
 /// Why the Redis client could not be made. Never shows the URL's password.
 #[derive(Debug, thiserror::Error)]
@@ -27,4 +30,30 @@ pub fn client(config: &RedisConfig) -> Result<Option<redis::Client>, RedisClient
         None => redis::Client::open(url.expose()).map_err(url_error)?,
     };
     Ok(Some(client))
+}
+
+/// Longest wait for Redis to answer `/ready`'s PING. Its own bound: the
+/// flood filter's per-event deadline (`redis.timeout_ms`) is tuned for the
+/// request path, and Kafka's metadata timeout is Kafka's.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `/ready`'s Redis check: PING, within [`PING_TIMEOUT`]. Redis is never
+/// critical (the flood filter counts in process without it), so a failure
+/// only degrades `/ready`: taking every ingest out of rotation for it would
+/// lose every event.
+pub fn probe(client: redis::Client) -> Probe {
+    Box::new(move || {
+        let client = client.clone();
+        Box::pin(async move {
+            let ping = async {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            };
+            match tokio::time::timeout(PING_TIMEOUT, ping).await {
+                Ok(Ok(pong)) => Ok(pong),
+                Ok(Err(e)) => Err(format!("PING failed: {e}")),
+                Err(_) => Err(format!("no answer to PING within {} ms", PING_TIMEOUT.as_millis())),
+            }
+        })
+    })
 }
