@@ -16,6 +16,7 @@
 //!   (gzip), beside the same rate for store events sent as stored, and the
 //!   bytes sent per event against the bytes stored;
 //! - the forwarder's peak RSS while a backlog of one million events waits.
+#![expect(clippy::disallowed_types, reason = "a benchmark measures wall-clock time")]
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,6 +1,7 @@
 //! A load generator for the durability tests: distinct store events sent to
 //! one ingest, each answer kept (status, durability, latency), and which of
 //! them the fake Sentry received.
+#![expect(clippy::disallowed_types, reason = "load measures wall-clock latencies")]
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -4,6 +4,10 @@
 //! carries out what the shared state asks ([`Action`]: pause, resume, seek,
 //! start or stop backfilling), wakes the dispatcher, and commits what is
 //! done every `commit_interval`.
+#![expect(
+    clippy::disallowed_types,
+    reason = "a thread of its own, outside the runtime: tokio's clock is not its clock"
+)]
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;

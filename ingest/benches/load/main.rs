@@ -34,6 +34,7 @@
 //! "Per server core" divides the rate by the CPU time the server used while
 //! measured: it is pinned to core 0, but Kafka and Redis run on both cores
 //! and take part of it.
+#![expect(clippy::disallowed_types, reason = "a benchmark measures wall-clock time")]
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -6,6 +6,7 @@
 //! batch; `ingest.spool.commit_delay_us` (like the producer's `linger.ms`)
 //! lets a batch gather a moment longer, so that a busy spool makes fewer,
 //! larger commits.
+#![expect(clippy::disallowed_types, reason = "the writer is a blocking thread timing its fsyncs")]
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -6,6 +6,7 @@
 //!
 //! Each test holds [`Cluster::lock`]: they kill nodes, so they run one at a
 //! time, and each leaves every node running.
+#![expect(clippy::disallowed_types, reason = "these tests measure wall-clock failover times")]
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

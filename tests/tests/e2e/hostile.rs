@@ -3,6 +3,7 @@
 //! strangers whose bodies should never be decoded. Each runs against an
 //! ingest process of its own (its own descriptors, memory and metrics),
 //! with the attackers on another loopback address than the real clients.
+#![expect(clippy::disallowed_types, reason = "these tests measure wall-clock answer times")]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
