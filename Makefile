@@ -56,9 +56,9 @@ stack-status:
 build:
 	$(CARGO) build --workspace --all-targets
 
+# fmt, clippy (clippy.toml's bans), rustdoc, unused dependencies, cargo deny: see stack/lint.sh.
 lint:
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@bash stack/lint.sh
 
 fmt:
 	$(CARGO) fmt --all
