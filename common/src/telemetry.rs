@@ -67,12 +67,26 @@ pub fn prometheus() -> Result<PrometheusHandle, MetricsError> {
         .map_err(MetricsError)
 }
 
+/// Defines metric names as `pub const`s, each with its doc comment, and
+/// `ALL`, every one of them: a service's metrics module is one call, and
+/// what the dashboard may chart is derived from it (no list kept by hand).
+#[macro_export]
+macro_rules! metric_names {
+    ($($(#[$doc:meta])* $name:ident = $value:literal;)*) => {
+        $($(#[$doc])* pub const $name: &str = $value;)*
+        /// Every metric name defined in this module.
+        pub const ALL: &[&str] = &[$($name),*];
+    };
+}
+
 /// Names of the metrics defined here; each service documents its own.
 pub mod names {
-    /// Gauge, always 1. Labels: `service`, `version`.
-    pub const BUILD_INFO: &str = "cyclops_build_info";
-    /// Counter of failed readiness checks. Labels: `service`, `check` (`kafka`, `redis`).
-    pub const READINESS_FAILURES: &str = "cyclops_readiness_check_failures_total";
+    crate::metric_names! {
+        /// Gauge, always 1. Labels: `service`, `version`.
+        BUILD_INFO = "cyclops_build_info";
+        /// Counter of failed readiness checks. Labels: `service`, `check` (`kafka`, ingest's `redis`).
+        READINESS_FAILURES = "cyclops_readiness_check_failures_total";
+    }
 }
 
 fn describe() {

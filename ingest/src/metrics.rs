@@ -1,59 +1,61 @@
 //! Names of ingest's metrics.
 
-/// Counter of requests. Labels: `endpoint` (`store`, `envelope`, `beacon`), `status` (HTTP code).
-pub const REQUESTS: &str = "cyclops_ingest_requests_total";
-/// Counter of events stored (in Kafka, or in the spool). Labels: none.
-pub const ACCEPTED: &str = "cyclops_ingest_accepted_total";
-/// Counter of events dropped on purpose with a 200. Labels: `reason` (`flood`, `sampled`, `empty`: an envelope with no items).
-pub const IGNORED: &str = "cyclops_ingest_ignored_total";
-/// Counter of refused submissions. Labels: `reason` (see `StoreError::reason`).
-pub const REJECTED: &str = "cyclops_ingest_rejected_total";
-/// Histogram of Kafka acknowledgement times, seconds. Labels: none.
-pub const PRODUCE_SECONDS: &str = "cyclops_ingest_produce_seconds";
-/// Gauge of events handed to the producer and not yet acknowledged.
-pub const IN_FLIGHT: &str = "cyclops_ingest_in_flight";
-/// Counter of events answered 200 under `ingest.ack = "enqueue"` that Kafka then did not take.
-pub const LOST_AFTER_ENQUEUE: &str = "cyclops_ingest_lost_after_enqueue_total";
-/// Counter of acknowledgements Kafka did not confirm (no offset; see
-/// `cyclops_common::kafka::written`): the event is sent again, or with `ack = "enqueue"` may be lost.
-pub const UNCONFIRMED: &str = "cyclops_ingest_unconfirmed_acks_total";
-/// Counter of Kafka topics ingest created. Labels: none.
-pub const TOPICS_CREATED: &str = "cyclops_ingest_topics_created_total";
-/// Gauge of keys loaded from Sentry's database.
-pub const KEYS_LOADED: &str = "cyclops_ingest_keys_loaded";
-/// Counter of failed key reloads from Sentry's database.
-pub const KEY_REFRESH_FAILURES: &str = "cyclops_ingest_key_refresh_failures_total";
+cyclops_common::metric_names! {
+    /// Counter of requests. Labels: `endpoint` (`store`, `envelope`, `beacon`), `status` (HTTP code).
+    REQUESTS = "cyclops_ingest_requests_total";
+    /// Counter of events stored (in Kafka, or in the spool). Labels: none.
+    ACCEPTED = "cyclops_ingest_accepted_total";
+    /// Counter of events dropped on purpose with a 200. Labels: `reason` (`flood`, `sampled`, `empty`: an envelope with no items).
+    IGNORED = "cyclops_ingest_ignored_total";
+    /// Counter of refused submissions. Labels: `reason` (see `StoreError::reason`).
+    REJECTED = "cyclops_ingest_rejected_total";
+    /// Histogram of Kafka acknowledgement times, seconds. Labels: none.
+    PRODUCE_SECONDS = "cyclops_ingest_produce_seconds";
+    /// Gauge of events handed to the producer and not yet acknowledged.
+    IN_FLIGHT = "cyclops_ingest_in_flight";
+    /// Counter of events answered 200 under `ingest.ack = "enqueue"` that Kafka then did not take.
+    LOST_AFTER_ENQUEUE = "cyclops_ingest_lost_after_enqueue_total";
+    /// Counter of acknowledgements Kafka did not confirm (no offset; see
+    /// `cyclops_common::kafka::written`): the event is sent again, or with `ack = "enqueue"` may be lost.
+    UNCONFIRMED = "cyclops_ingest_unconfirmed_acks_total";
+    /// Counter of Kafka topics ingest created. Labels: none.
+    TOPICS_CREATED = "cyclops_ingest_topics_created_total";
+    /// Gauge of keys loaded from Sentry's database.
+    KEYS_LOADED = "cyclops_ingest_keys_loaded";
+    /// Counter of failed key reloads from Sentry's database.
+    KEY_REFRESH_FAILURES = "cyclops_ingest_key_refresh_failures_total";
 
-/// Gauge of open client connections.
-pub const CONNECTIONS: &str = "cyclops_ingest_connections";
-/// Counter of client-facing limits hit. Labels: `limit` (`max_connections`,
-/// `accept_error`, `request_head_timeout`, `keepalive_idle_timeout`,
-/// `body_timeout`, `in_flight_wait`, `in_flight_client_share`).
-pub const LIMIT_HITS: &str = "cyclops_ingest_limit_hits_total";
+    /// Gauge of open client connections.
+    CONNECTIONS = "cyclops_ingest_connections";
+    /// Counter of client-facing limits hit. Labels: `limit` (`max_connections`,
+    /// `accept_error`, `request_head_timeout`, `keepalive_idle_timeout`,
+    /// `body_timeout`, `in_flight_wait`, `in_flight_client_share`).
+    LIMIT_HITS = "cyclops_ingest_limit_hits_total";
 
-/// Counter of bytes produced by undoing bodies' `Content-Encoding`.
-pub const DECODED_BYTES: &str = "cyclops_ingest_decoded_bytes_total";
+    /// Counter of bytes produced by undoing bodies' `Content-Encoding`.
+    DECODED_BYTES = "cyclops_ingest_decoded_bytes_total";
 
-/// Gauge of records in the spool.
-pub const SPOOL_RECORDS: &str = "cyclops_ingest_spool_records";
-/// Gauge of the spool's record bytes (what `ingest.spool.max_bytes` bounds).
-pub const SPOOL_BYTES: &str = "cyclops_ingest_spool_bytes";
-/// Gauge of the age of the oldest spooled record, seconds (0 when empty).
-pub const SPOOL_OLDEST_AGE: &str = "cyclops_ingest_spool_oldest_age_seconds";
-/// Counter of records made durable in the spool.
-pub const SPOOL_APPENDED: &str = "cyclops_ingest_spool_appended_total";
-/// Counter of spooled records Kafka acknowledged (and the spool deleted).
-pub const SPOOL_DRAINED: &str = "cyclops_ingest_spool_drained_total";
-/// Counter of corrupt spool records skipped (and corrupt databases moved aside).
-pub const SPOOL_CORRUPT: &str = "cyclops_ingest_spool_corrupt_total";
-/// Histogram of one spool commit (one fsync for a batch of records), seconds.
-pub const SPOOL_FSYNC_SECONDS: &str = "cyclops_ingest_spool_fsync_seconds";
-/// Gauge, 1 while Kafka is not taking events (they go to the spool).
-pub const KAFKA_DOWN: &str = "cyclops_ingest_kafka_down";
-/// Counter of Redis failures (errors and timeouts) in the flood filter.
-pub const FLOOD_REDIS_ERRORS: &str = "cyclops_flood_redis_errors_total";
-/// Gauge, 1 while the flood filter counts in process because Redis failed.
-pub const FLOOD_FALLBACK_ACTIVE: &str = "cyclops_flood_fallback_active";
+    /// Gauge of records in the spool.
+    SPOOL_RECORDS = "cyclops_ingest_spool_records";
+    /// Gauge of the spool's record bytes (what `ingest.spool.max_bytes` bounds).
+    SPOOL_BYTES = "cyclops_ingest_spool_bytes";
+    /// Gauge of the age of the oldest spooled record, seconds (0 when empty).
+    SPOOL_OLDEST_AGE = "cyclops_ingest_spool_oldest_age_seconds";
+    /// Counter of records made durable in the spool.
+    SPOOL_APPENDED = "cyclops_ingest_spool_appended_total";
+    /// Counter of spooled records Kafka acknowledged (and the spool deleted).
+    SPOOL_DRAINED = "cyclops_ingest_spool_drained_total";
+    /// Counter of corrupt spool records skipped (and corrupt databases moved aside).
+    SPOOL_CORRUPT = "cyclops_ingest_spool_corrupt_total";
+    /// Histogram of one spool commit (one fsync for a batch of records), seconds.
+    SPOOL_FSYNC_SECONDS = "cyclops_ingest_spool_fsync_seconds";
+    /// Gauge, 1 while Kafka is not taking events (they go to the spool).
+    KAFKA_DOWN = "cyclops_ingest_kafka_down";
+    /// Counter of Redis failures (errors and timeouts) in the flood filter.
+    FLOOD_REDIS_ERRORS = "cyclops_flood_redis_errors_total";
+    /// Gauge, 1 while the flood filter counts in process because Redis failed.
+    FLOOD_FALLBACK_ACTIVE = "cyclops_flood_fallback_active";
+}
 
 pub(crate) fn describe() {
     metrics::describe_gauge!(SPOOL_RECORDS, "Records in the spool.");

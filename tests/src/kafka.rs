@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cyclops_common::record::RecordHeaders;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 
 use crate::{kafka_brokers, unique};
@@ -118,23 +118,26 @@ async fn read_until(
     out
 }
 
-/// Checks that `topic` holds no record for `quiet`. A topic that does not
-/// exist holds none; any other failure to look is not "empty".
-pub async fn stays_empty(topic: &str, quiet: Duration) -> bool {
-    let Ok(consumer) = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .create::<StreamConsumer>()
-    else {
-        return false;
-    };
-    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else { return false };
-    let missing = metadata.topics().iter().all(|t| t.error().is_some() || t.partitions().is_empty());
-    if missing {
-        return true;
+/// How many records `topic` holds: the sum over its partitions of high
+/// minus low watermark (0 for a topic that does not exist; `None` when
+/// Kafka cannot be asked). Exact at once for events ingest answered (it
+/// answers after Kafka acknowledged them), where reading "for a while"
+/// would pass whenever the reader was slow to join its group.
+pub async fn record_count(topic: &str) -> Option<i64> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create().ok()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).ok()?;
+    let Some(found) = metadata.topics().first().filter(|t| t.error().is_none()) else { return Some(0) };
+    let mut count = 0;
+    for partition in found.partitions() {
+        let (low, high) = consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10)).ok()?;
+        count += high - low;
     }
-    read_records(topic, 1, quiet).await.is_empty()
+    Some(count)
+}
+
+/// Whether `topic` holds no record (see [`record_count`]).
+pub async fn holds_no_records(topic: &str) -> bool {
+    record_count(topic).await == Some(0)
 }
 
 /// Creates `topic` with `partitions` partitions (an existing one is fine).

@@ -95,40 +95,7 @@ async fn kafka_consumer_groups_count_and_metrics_agree_on_lag() {
 fn the_grafana_dashboard_charts_only_defined_metrics() {
     use cyclops_forwarder::metrics as f;
     use cyclops_ingest::metrics as i;
-    let defined = [
-        i::REQUESTS,
-        i::ACCEPTED,
-        i::IGNORED,
-        i::REJECTED,
-        i::PRODUCE_SECONDS,
-        i::IN_FLIGHT,
-        i::LOST_AFTER_ENQUEUE,
-        i::TOPICS_CREATED,
-        i::KEYS_LOADED,
-        i::KEY_REFRESH_FAILURES,
-        i::FLOOD_REDIS_ERRORS,
-        i::FLOOD_FALLBACK_ACTIVE,
-        f::DELIVERED,
-        f::REJECTED,
-        f::RETRIED,
-        f::HELD,
-        f::HOLDS_ACTIVE,
-        f::DEAD_LETTERED,
-        f::MALFORMED,
-        f::CONSUMER_ERRORS,
-        f::SKIPPED_DONE,
-        f::REBALANCES,
-        f::COMMITS,
-        f::UPSTREAM_SECONDS,
-        f::CONCURRENCY_LIMIT,
-        f::IN_FLIGHT,
-        f::BREAKER_STATE,
-        f::BREAKER_OPENINGS,
-        f::LAG_EVENTS,
-        f::LAG_SECONDS,
-        f::BUFFERED,
-        f::ASSIGNED_PARTITIONS,
-    ];
+    let defined: Vec<&str> = [i::ALL, f::ALL, cyclops_common::telemetry::names::ALL].concat();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../compose/grafana/dashboards/cyclops.json");
     let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
     let exprs: Vec<String> = dashboard["panels"]

@@ -101,7 +101,11 @@ async fn a_reader_waits_for_a_topic_created_after_it_subscribed() {
         async move { cyclops_tests::kafka::read_records(&topic, 1, TIMEOUT).await }
     });
     // Long enough for the reader's first metadata answer to say "unknown".
+    // A sleep, not a poll: nothing outside the reader shows that moment (a
+    // consumer subscribed to a missing topic joins no group; a poll for its
+    // member was tried and never saw one).
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(cyclops_tests::kafka::holds_no_records(&topic).await, "the topic does not exist yet");
     cyclops_tests::kafka::create_topic(&topic, 1).await.expect("topic");
     let producer: FutureProducer =
         ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create().expect("producer");
@@ -109,6 +113,25 @@ async fn a_reader_waits_for_a_topic_created_after_it_subscribed() {
     let records = reader.await.expect("reader task");
     assert_eq!(records.len(), 1, "the record written after the topic appeared is read");
     assert_eq!(records[0].payload, b"late");
+}
+
+/// The "nothing was stored" checks of other tests count records by
+/// watermarks: they must see a record as soon as Kafka acknowledged it.
+#[tokio::test]
+async fn record_count_sees_every_acknowledged_record_at_once() {
+    use cyclops_tests::kafka::{create_topic, holds_no_records, record_count};
+    let topic = unique("stack-count");
+    assert!(holds_no_records(&topic).await, "a topic that does not exist holds nothing");
+    create_topic(&topic, 2).await.expect("topic");
+    assert_eq!(record_count(&topic).await, Some(0));
+    let producer: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", kafka_brokers()).set("acks", "all").create().expect("producer");
+    for partition in [0, 1, 1] {
+        let record = FutureRecord::to(&topic).key("k").payload("v").partition(partition);
+        producer.send(record, TIMEOUT).await.expect("acknowledged");
+    }
+    assert_eq!(record_count(&topic).await, Some(3));
+    assert!(!holds_no_records(&topic).await);
 }
 
 #[tokio::test]
