@@ -14,7 +14,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::engine::shared::Job;
+use crate::job::Job;
 
 /// Header names added to a dead-lettered record.
 pub mod header {

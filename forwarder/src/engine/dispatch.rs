@@ -2,7 +2,7 @@
 //! pacer allows, sends it on a task of its own, and acts on Sentry's answer:
 //! done (delivered or, once the dead-letter topic has it, refused), retried
 //! later with backoff, or held for as long as Sentry's rate limit says (with
-//! its project, or only with its categories: [`crate::holds`]).
+//! its project, or only with its categories: [`super::holds`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

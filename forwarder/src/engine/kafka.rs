@@ -3,7 +3,7 @@
 //! [`super::poll`] drives both from a thread of their own.
 //!
 //! Commits carry the done ranges above the committed offset in their
-//! metadata ([`crate::offsets`]); a partition's commit is read back with its
+//! metadata ([`super::offsets`]); a partition's commit is read back with its
 //! metadata when it is assigned, so that a new owner skips what was already
 //! delivered. On revoke, what is done is committed synchronously before the
 //! partition goes; a partition lost (the session expired) is not committed,

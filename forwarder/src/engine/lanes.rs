@@ -9,7 +9,7 @@
 //! event are read (and, newest first, sent) at once, and the events skipped
 //! over become a gap that a second reader
 //! drains oldest first, with its guaranteed share of sends
-//! ([`crate::schedule`]). Gaps are drained in order; a partition keeps at
+//! ([`super::schedule`]). Gaps are drained in order; a partition keeps at
 //! most [`MAX_GAPS`]. The committed offset is the lowest offset not done, so
 //! it waits for the backfill, while the done ranges above it (the live
 //! lane's work) travel in the commit metadata.

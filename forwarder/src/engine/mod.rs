@@ -13,13 +13,18 @@
 //! - [`lanes`]: per partition, the live lane and the gaps newest-first jumps leave.
 //! - [`shared`]: buffered events and per-partition offsets, behind one lock.
 //! - [`dispatch`]: paces requests, sends them, acts on Sentry's answers.
-//! - [`crate::schedule`]: fair turns across projects, newest first.
+//! - [`schedule`]: fair turns across projects, newest first.
+//! - [`holds`]: the categories Sentry rate-limits, parked until their hold ends.
+//! - [`offsets`]: per partition, what is done and what may be committed.
 
 pub mod dispatch;
+pub mod holds;
 pub mod kafka;
 pub mod lanes;
 mod latency;
+pub mod offsets;
 mod poll;
+pub mod schedule;
 pub mod shared;
 
 use std::collections::{HashMap, HashSet};
@@ -44,8 +49,8 @@ use crate::pacing::backoff::Backoff;
 use crate::pacing::breaker::Breaker;
 use crate::pacing::cyclops::CyclopsPacer;
 use crate::pacing::pacer::Pacer;
-use crate::schedule::Scheduler;
 use crate::upstream::Upstream;
+use schedule::Scheduler;
 
 /// Longest pause between two writes of one record to the dead-letter topic.
 const DEAD_LETTER_RETRY_MAX: Duration = Duration::from_secs(30);

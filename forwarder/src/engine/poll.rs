@@ -24,9 +24,9 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::kafka::{Context, add_commit, commit};
 use super::lanes::Action;
+use super::schedule::Lane;
 use super::shared::{Accepted, Job, Shared, Tp};
 use crate::metrics as m;
-use crate::schedule::Lane;
 
 /// Longest a poll blocks, so that pauses, resumes and commits are timely.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);

@@ -9,46 +9,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
-use cyclops_common::record::RecordHeaders;
-use rdkafka::message::OwnedHeaders;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::holds::CategoryHolds;
 use super::lanes::{Action, Read, Reading};
-use crate::holds::CategoryHolds;
-use crate::offsets::PartitionOffsets;
-use crate::pacing::backoff::Backoff;
-use crate::schedule::{Lane, Scheduler};
-
-/// A partition: topic and partition number.
-pub type Tp = (Arc<str>, i32);
-
-/// One event read from Kafka, waiting for or on its way to Sentry.
-#[derive(Debug)]
-pub struct Job {
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub offset: i64,
-    pub project: u64,
-    /// Kafka's timestamp of the record, Unix milliseconds.
-    pub timestamp_ms: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub payload: Bytes,
-    /// The record's headers as stored, kept for the dead-letter topic.
-    pub headers: Option<OwnedHeaders>,
-    /// The headers read, or why they cannot be.
-    pub record: Result<RecordHeaders, String>,
-    pub generation: u64,
-    /// The retry schedule, once a delivery failed.
-    pub backoff: Option<Backoff>,
-}
-
-impl Job {
-    pub fn tp(&self) -> Tp {
-        (self.topic.clone(), self.partition)
-    }
-}
+use super::offsets::PartitionOffsets;
+use super::schedule::{Lane, Scheduler};
+pub use crate::job::{Job, Tp};
 
 #[derive(Debug)]
 struct Partition {
