@@ -207,7 +207,8 @@ impl StatusState {
         Readiness { ready, degraded, shutting_down, checks }
     }
 
-    /// Runs every check concurrently.
+    /// Runs the Kafka probe and the service's probes concurrently (the
+    /// latter one after another: ingest has one).
     async fn probe(&self) -> Vec<CheckResult> {
         let others = async {
             let mut outcomes = Vec::with_capacity(self.probes.len());

@@ -191,9 +191,12 @@ impl Store {
                 }
                 Ok(Ok(delivery)) => {
                     // The record is not kept once queued: it cannot be sent again.
-                    crate::producer::unconfirmed("(ack = enqueue)", &delivery, "it may be lost");
+                    metrics::counter!(crate::metrics::UNCONFIRMED).increment(1);
                     metrics::counter!(crate::metrics::LOST_AFTER_ENQUEUE).increment(1);
-                    tracing::error!("kafka did not confirm an event answered 200 (ack = enqueue); it may be lost");
+                    tracing::error!(
+                        partition = delivery.partition,
+                        "kafka did not confirm an event answered 200 (ack = enqueue); it may be lost"
+                    );
                     return;
                 }
                 Ok(Err((e, message))) => (e, message),

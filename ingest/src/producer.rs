@@ -199,14 +199,17 @@ impl EventProducer {
     ) -> Result<(), ProduceError> {
         let deadline = Instant::now() + self.timeout;
         self.ensure_topic(topic, self.timeout).await?;
-        for _ in 0..SENDS_PER_RECORD {
+        for send in 1..=SENDS_PER_RECORD {
             let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers());
             let left = deadline.saturating_duration_since(Instant::now());
             let delivered = self.producer.send(record, left);
             // librdkafka also enforces message.timeout.ms; this bounds the whole.
             match tokio::time::timeout_at(deadline, delivered).await {
                 Ok(Ok(delivery)) if kafka::written(&delivery) => return Ok(()),
-                Ok(Ok(delivery)) => unconfirmed(topic, &delivery, "sending it again"),
+                Ok(Ok(delivery)) => {
+                    let then = if send < SENDS_PER_RECORD { "sending it again" } else { "giving up on kafka for it" };
+                    unconfirmed(topic, &delivery, then);
+                }
                 Ok(Err((e, _))) => {
                     self.delivery_failed(topic, &e);
                     return Err(ProduceError::Send(e));

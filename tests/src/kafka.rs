@@ -126,7 +126,13 @@ async fn read_until(
 pub async fn record_count(topic: &str) -> Option<i64> {
     let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create().ok()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).ok()?;
-    let Some(found) = metadata.topics().first().filter(|t| t.error().is_none()) else { return Some(0) };
+    let found = metadata.topics().first()?;
+    match found.error() {
+        None => {}
+        // A topic nothing was ever written to; any other error is not "empty".
+        Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => return Some(0),
+        Some(_) => return None,
+    }
     let mut count = 0;
     for partition in found.partitions() {
         let (low, high) = consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10)).ok()?;
@@ -196,16 +202,18 @@ pub async fn produce_backlog_range(
         .set("linger.ms", "5")
         .set("enable.idempotence", "true")
         .create()?;
+    // The body is made once (it holds a random event id): a record sent
+    // again must be the same event.
     let record = |n: usize, event_id: &str| {
         let partition = i32::try_from(n).unwrap_or(0) % partitions;
-        let headers = store_headers(project, key, event_id, "error").to_kafka();
-        (partition, headers, backlog_body(project, n))
+        (partition, store_headers(project, key, event_id, "error").to_kafka())
     };
     let mut records = Vec::with_capacity(count);
     let mut sends = Vec::with_capacity(count);
     for n in range {
         let event_id = crate::event_id();
-        let (partition, headers, body) = record(n, &event_id);
+        let body = backlog_body(project, n);
+        let (partition, headers) = record(n, &event_id);
         let mut out = FutureRecord::to(&topic).key(&event_id).payload(&body).partition(partition).headers(headers);
         if let Some(ms) = timestamp_ms {
             out = out.timestamp(ms);
@@ -213,13 +221,13 @@ pub async fn produce_backlog_range(
         sends.push(producer.send_result(out).map_err(|(e, _)| e)?);
         records.push((n, event_id, body));
     }
-    for (send, (n, event_id, _)) in sends.into_iter().zip(&records) {
+    for (send, (n, event_id, body)) in sends.into_iter().zip(&records) {
         let sent = send.await?.map_err(|(e, _)| e)?;
         // A fresh partition can lose a record librdkafka reports written
         // without an offset (`cyclops_common::kafka::written`): send it again.
         if !cyclops_common::kafka::written(&sent) {
-            let (partition, headers, body) = record(*n, event_id);
-            let mut out = FutureRecord::to(&topic).key(event_id).payload(&body).partition(partition).headers(headers);
+            let (partition, headers) = record(*n, event_id);
+            let mut out = FutureRecord::to(&topic).key(event_id).payload(body).partition(partition).headers(headers);
             if let Some(ms) = timestamp_ms {
                 out = out.timestamp(ms);
             }

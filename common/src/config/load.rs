@@ -224,7 +224,9 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         // password: the error shows it redacted.
         url::Url::parse(url.expose())
             .ok()
-            .filter(|u| matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix"))
+            .filter(|u| {
+                matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix" | "valkey" | "valkeys" | "valkey+unix")
+            })
             .ok_or_else(|| {
                 key_error("redis.url", format!("not a redis:// or rediss:// URL: {}", url.redacted_url()))
             })?;

@@ -216,6 +216,21 @@ fn environment_strings_fit_numbers_and_strings_alike() {
 }
 
 #[test]
+fn every_url_scheme_the_redis_client_takes_is_accepted() {
+    for url in [
+        "redis://x:1/0",
+        "rediss://x:1",
+        "redis+unix:///tmp/r.sock",
+        "unix:///tmp/r.sock",
+        "valkey://x:1",
+        "valkeys://x:1",
+    ] {
+        let config = load_with(&format!("[redis]\nurl = \"{url}\"\n"), &[], &Overrides::default());
+        assert!(config.is_ok(), "{url}: {config:?}");
+    }
+}
+
+#[test]
 fn an_empty_environment_value_unsets_redis() {
     let config = load_with("[redis]\nurl = \"redis://x:1\"\n", &[("CYCLOPS__REDIS__URL", "")], &Overrides::default())
         .expect("loads");

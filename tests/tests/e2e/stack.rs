@@ -123,7 +123,12 @@ async fn record_count_sees_every_acknowledged_record_at_once() {
     let topic = unique("stack-count");
     assert!(holds_no_records(&topic).await, "a topic that does not exist holds nothing");
     create_topic(&topic, 2).await.expect("topic");
-    assert_eq!(record_count(&topic).await, Some(0));
+    // A new topic's partitions answer once their leader has them.
+    let empty = cyclops_tests::wait_for(TIMEOUT, "the new topic's watermarks", || async {
+        (record_count(&topic).await == Some(0)).then_some(())
+    })
+    .await;
+    assert!(empty.is_ok(), "{empty:?}");
     let producer: FutureProducer =
         ClientConfig::new().set("bootstrap.servers", kafka_brokers()).set("acks", "all").create().expect("producer");
     for partition in [0, 1, 1] {
