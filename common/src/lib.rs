@@ -5,6 +5,7 @@
 //! - [`config`]: the one configuration both services read (file, environment, flags).
 //! - [`encoding`]: HTTP content encodings, decoded within a size limit (ingest
 //!   reads bodies with it, the forwarder late envelopes).
+//! - [`ids`]: the project id, event id and fingerprint, each its own type.
 //! - [`kafka`]: every librdkafka client, made from `[kafka]`; how topics are created.
 //! - [`record`]: the Kafka side of the contract between the two services.
 //! - [`secret`]: passwords and keys that never print.
@@ -18,6 +19,7 @@ pub mod category;
 pub mod cli;
 pub mod config;
 pub mod encoding;
+pub mod ids;
 pub mod kafka;
 pub mod record;
 pub mod secret;

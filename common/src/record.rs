@@ -10,6 +10,8 @@
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
+use crate::ids::{EventId, Fingerprint, ProjectId};
+
 /// Version of the record layout ingest writes, carried by every record.
 /// Version 2 added `cyclops-fingerprint` and `cyclops-categories`.
 pub const CONTRACT_VERSION: u32 = 2;
@@ -55,18 +57,14 @@ pub mod header {
 }
 
 /// The topic that holds `project_id`'s events: `{prefix}{project_id}`.
-pub fn topic_name(prefix: &str, project_id: u64) -> String {
+pub fn topic_name(prefix: &str, project_id: ProjectId) -> String {
     format!("{prefix}{project_id}")
 }
 
 /// The project id of a topic named by [`topic_name`], or `None` for any
 /// other topic (a dead-letter topic, foreign topics that share the prefix).
-pub fn project_of_topic(prefix: &str, topic: &str) -> Option<u64> {
-    let id = topic.strip_prefix(prefix)?;
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.starts_with('0') {
-        return None;
-    }
-    id.parse().ok()
+pub fn project_of_topic(prefix: &str, topic: &str) -> Option<ProjectId> {
+    ProjectId::parse_canonical(topic.strip_prefix(prefix)?)
 }
 
 /// The headers of one record, typed.
@@ -78,12 +76,12 @@ pub struct RecordHeaders {
     pub content_type: Option<String>,
     pub content_encoding: Option<String>,
     pub auth: Option<String>,
-    pub event_id: String,
-    pub project_id: u64,
+    pub event_id: EventId,
+    pub project_id: ProjectId,
     pub received_at_ms: u64,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
-    pub fingerprint: Option<String>,
+    pub fingerprint: Option<Fingerprint>,
     /// Sentry's data categories of the record's items; empty when unknown
     /// (a version-1 record).
     pub categories: Vec<String>,
@@ -115,21 +113,21 @@ impl RecordHeaders {
             (header::CONTRACT, &contract),
             (header::METHOD, &self.method),
             (header::PATH, &self.path),
-            (header::EVENT_ID, &self.event_id),
+            (header::EVENT_ID, self.event_id.as_str()),
             (header::PROJECT_ID, &project),
             (header::RECEIVED_AT_MS, &received),
         ];
         let optional = [
-            (header::QUERY, &self.query),
-            (header::CONTENT_TYPE, &self.content_type),
-            (header::CONTENT_ENCODING, &self.content_encoding),
-            (header::AUTH, &self.auth),
-            (header::CLIENT_IP, &self.client_ip),
-            (header::USER_AGENT, &self.user_agent),
-            (header::FINGERPRINT, &self.fingerprint),
-            (header::CATEGORIES, &categories),
+            (header::QUERY, self.query.as_deref()),
+            (header::CONTENT_TYPE, self.content_type.as_deref()),
+            (header::CONTENT_ENCODING, self.content_encoding.as_deref()),
+            (header::AUTH, self.auth.as_deref()),
+            (header::CLIENT_IP, self.client_ip.as_deref()),
+            (header::USER_AGENT, self.user_agent.as_deref()),
+            (header::FINGERPRINT, self.fingerprint.as_ref().map(Fingerprint::as_str)),
+            (header::CATEGORIES, categories.as_deref()),
         ];
-        pairs.extend(optional.iter().filter_map(|(k, v)| v.as_deref().map(|v| (*k, v))));
+        pairs.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
         pairs.into_iter().fold(OwnedHeaders::new_with_capacity(14), |h, (key, value)| {
             h.insert(Header { key, value: Some(value.as_bytes()) })
         })
@@ -160,13 +158,13 @@ impl RecordHeaders {
             content_type: get(header::CONTENT_TYPE)?,
             content_encoding: get(header::CONTENT_ENCODING)?,
             auth: get(header::AUTH)?,
-            event_id: required(header::EVENT_ID)?,
-            project_id: number(header::PROJECT_ID)?,
+            event_id: EventId::new(required(header::EVENT_ID)?),
+            project_id: ProjectId::new(number(header::PROJECT_ID)?),
             received_at_ms: number(header::RECEIVED_AT_MS)?,
             client_ip: get(header::CLIENT_IP)?,
             user_agent: get(header::USER_AGENT)?,
             // Not needed to replay the record: unreadable is as good as absent.
-            fingerprint: get(header::FINGERPRINT).ok().flatten(),
+            fingerprint: get(header::FINGERPRINT).ok().flatten().map(Fingerprint::new),
             categories: get(header::CATEGORIES)?
                 .map(|c| c.split(',').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect())
                 .unwrap_or_default(),
@@ -186,12 +184,12 @@ mod tests {
             content_type: Some("application/x-sentry-envelope".into()),
             content_encoding: Some("gzip".into()),
             auth: None,
-            event_id: "0123456789abcdef0123456789abcdef".into(),
-            project_id: 7,
+            event_id: EventId::new("0123456789abcdef0123456789abcdef"),
+            project_id: ProjectId::new(7),
             received_at_ms: 1_700_000_000_000,
             client_ip: Some("10.0.0.1".into()),
             user_agent: None,
-            fingerprint: Some("0f1e2d3c4b5a69788796a5b4c3d2e1f0".into()),
+            fingerprint: Some(Fingerprint::new("0f1e2d3c4b5a69788796a5b4c3d2e1f0")),
             categories: vec!["error".into(), "attachment".into()],
         }
     }
@@ -233,9 +231,9 @@ mod tests {
 
     #[test]
     fn topic_names_round_trip() {
-        let t = topic_name("cyclops-events-", 42);
+        let t = topic_name("cyclops-events-", ProjectId::new(42));
         assert_eq!(t, "cyclops-events-42");
-        assert_eq!(project_of_topic("cyclops-events-", &t), Some(42));
+        assert_eq!(project_of_topic("cyclops-events-", &t), Some(ProjectId::new(42)));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! - the forwarder's peak RSS while a backlog of one million events waits.
 #![expect(clippy::disallowed_types, reason = "a benchmark measures wall-clock time")]
 
+use cyclops_common::ids::{EventId, ProjectId};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -139,7 +140,7 @@ async fn backlog(prefix: &str, count: usize, kind: Kind) -> f64 {
         .set("compression.type", "lz4")
         .create()
         .expect("producer");
-    let topic = topic_name(prefix, PROJECT);
+    let topic = topic_name(prefix, ProjectId::new(PROJECT));
     let admin: AdminClient<DefaultClientContext> =
         ClientBuilder::new(&kafka, "cyclops-bench-admin").create_plain().expect("admin");
     let new = NewTopic::new(&topic, PARTITIONS, TopicReplication::Fixed(1));
@@ -167,8 +168,8 @@ async fn backlog(prefix: &str, count: usize, kind: Kind) -> f64 {
             content_type: Some(content_type.into()),
             content_encoding: Some("gzip".into()),
             auth: Some(format!("Sentry sentry_version=7, sentry_key={KEY}")),
-            event_id: event_id.clone(),
-            project_id: PROJECT,
+            event_id: EventId::new(event_id.clone()),
+            project_id: ProjectId::new(PROJECT),
             received_at_ms,
             client_ip: Some("127.0.0.1".into()),
             user_agent: Some("sentry.python/2.19.0".into()),

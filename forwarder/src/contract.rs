@@ -112,9 +112,9 @@ pub fn check(record: &RecordHeaders) -> Result<Replay, Breach> {
         Endpoint::Envelope(named) => Some(named),
     };
     if let Some(named) = named
-        && named != record.project_id
+        && named != record.project_id.get()
     {
-        return Err(Breach::Project { named, record: record.project_id });
+        return Err(Breach::Project { named, record: record.project_id.get() });
     }
     // Browser beacons are the one GET, and only with a project in the path.
     let method = match (record.method.as_str(), endpoint) {
@@ -165,6 +165,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use cyclops_common::ids::{EventId, ProjectId};
 
     fn record(method: &str, path: &str) -> RecordHeaders {
         RecordHeaders {
@@ -174,8 +175,8 @@ mod tests {
             content_type: None,
             content_encoding: None,
             auth: Some("Sentry sentry_key=k, sentry_version=7".into()),
-            event_id: "0".repeat(32),
-            project_id: 7,
+            event_id: EventId::new("0".repeat(32)),
+            project_id: ProjectId::new(7),
             received_at_ms: 0,
             client_ip: None,
             user_agent: None,

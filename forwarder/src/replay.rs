@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cyclops_common::config::Config;
+use cyclops_common::ids::ProjectId;
 use cyclops_common::kafka::{self, ClientBuilder};
 use cyclops_common::record::project_of_topic;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -126,7 +127,9 @@ pub fn replay(
     let metadata = consumer.fetch_metadata(None, TIMEOUT)?;
     let mut partitions = TopicPartitionList::new();
     for topic in metadata.topics() {
-        let Some(project) = project_of_topic(&config.kafka.topic_prefix, topic.name()) else { continue };
+        let Some(project) = project_of_topic(&config.kafka.topic_prefix, topic.name()).map(ProjectId::get) else {
+            continue;
+        };
         if request.project.is_some_and(|p| p != project) {
             continue;
         }

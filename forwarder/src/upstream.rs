@@ -208,6 +208,7 @@ pub fn classify(status: u16, refused: &[u16]) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cyclops_common::ids::{EventId, ProjectId};
 
     fn record(path: &str, query: Option<&str>) -> RecordHeaders {
         RecordHeaders {
@@ -217,8 +218,8 @@ mod tests {
             content_type: None,
             content_encoding: None,
             auth: None,
-            event_id: "0".repeat(32),
-            project_id: 1,
+            event_id: EventId::new("0".repeat(32)),
+            project_id: ProjectId::new(1),
             received_at_ms: 0,
             client_ip: None,
             user_agent: None,

@@ -7,8 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use cyclops_common::config::ProjectKey;
-
-use crate::intake::{SentryAuth, StoreError};
+use cyclops_common::ids::ProjectId;
 
 /// Keys by public key.
 type KeyMap = HashMap<String, ProjectKey>;
@@ -92,29 +91,52 @@ impl KeyStore {
         }
     }
 
-    /// The project `auth` may send to. `path_project` is the id in the URL
-    /// (none on the legacy `/api/store/`). A known key must belong to that
-    /// project and, when both sides have a secret, match it; an unknown key
-    /// is refused unless access is unrestricted.
-    pub fn resolve(&self, auth: &SentryAuth, path_project: Option<u64>) -> Result<u64, StoreError> {
-        match self.find(&auth.public_key) {
-            Found::Disabled => Err(StoreError::Rejected),
+    /// The project the key `public_key` (with `secret`, when the client sent
+    /// one) may send to. `path_project` is the id in the URL (none on the
+    /// legacy `/api/store/`). A known key must belong to that project and,
+    /// when both sides have a secret, match it; an unknown key is refused
+    /// unless access is unrestricted.
+    pub fn resolve(
+        &self,
+        public_key: &str,
+        secret: Option<&str>,
+        path_project: Option<ProjectId>,
+    ) -> Result<ProjectId, Refused> {
+        match self.find(public_key) {
+            Found::Disabled => Err(Refused::Disabled),
             Found::Active(key) => {
-                if path_project.is_some_and(|p| p != key.id) {
-                    return Err(StoreError::Rejected);
+                let project = ProjectId::new(key.id);
+                if path_project.is_some_and(|p| p != project) {
+                    return Err(Refused::OtherProject);
                 }
-                if let (Some(given), Some(expected)) = (&auth.secret_key, &key.secret_key)
+                if let (Some(given), Some(expected)) = (secret, &key.secret_key)
                     && given != expected.expose()
                 {
-                    return Err(StoreError::Rejected);
+                    return Err(Refused::WrongSecret);
                 }
-                Ok(key.id)
+                Ok(project)
             }
-            Found::Unknown if self.restrict => Err(StoreError::Rejected),
+            Found::Unknown if self.restrict => Err(Refused::Unknown),
             // Unrestricted: any key, but the project must come from the path.
-            Found::Unknown => path_project.ok_or(StoreError::Rejected),
+            Found::Unknown => path_project.ok_or(Refused::NoProject),
         }
     }
+}
+
+/// Why the store refuses a key. Sentry answers all of them alike (403); the
+/// reason is for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the key is disabled")]
+    Disabled,
+    #[error("the key belongs to another project")]
+    OtherProject,
+    #[error("the secret does not match the key's")]
+    WrongSecret,
+    #[error("the key is unknown")]
+    Unknown,
+    #[error("an unknown key may send only to a project named in the path")]
+    NoProject,
 }
 
 /// What a public key is to this store.
@@ -128,8 +150,8 @@ enum Found {
 mod tests {
     use super::*;
 
-    fn auth(key: &str, secret: Option<&str>) -> SentryAuth {
-        SentryAuth { public_key: key.into(), secret_key: secret.map(Into::into), forward_header: None }
+    fn p(id: u64) -> ProjectId {
+        ProjectId::new(id)
     }
 
     fn store(restrict: bool) -> KeyStore {
@@ -145,35 +167,31 @@ mod tests {
     #[test]
     fn keys_belong_to_one_project_and_secrets_must_match() {
         let keys = store(true);
-        assert_eq!(keys.resolve(&auth("abc", None), Some(1)), Ok(1));
-        assert_eq!(keys.resolve(&auth("abc", Some("s")), Some(1)), Ok(1));
-        assert_eq!(keys.resolve(&auth("second", None), Some(1)), Ok(1), "a project may have several keys");
-        assert_eq!(keys.resolve(&auth("abc", None), None), Ok(1), "the legacy path takes the key's project");
-        assert_eq!(keys.resolve(&auth("abc", Some("x")), Some(1)), Err(StoreError::Rejected));
-        assert_eq!(keys.resolve(&auth("abc", None), Some(2)), Err(StoreError::Rejected));
-        assert_eq!(keys.resolve(&auth("zzz", None), Some(1)), Err(StoreError::Rejected));
+        assert_eq!(keys.resolve("abc", None, Some(p(1))), Ok(p(1)));
+        assert_eq!(keys.resolve("abc", Some("s"), Some(p(1))), Ok(p(1)));
+        assert_eq!(keys.resolve("second", None, Some(p(1))), Ok(p(1)), "a project may have several keys");
+        assert_eq!(keys.resolve("abc", None, None), Ok(p(1)), "the legacy path takes the key's project");
+        assert_eq!(keys.resolve("abc", Some("x"), Some(p(1))), Err(Refused::WrongSecret));
+        assert_eq!(keys.resolve("abc", None, Some(p(2))), Err(Refused::OtherProject));
+        assert_eq!(keys.resolve("zzz", None, Some(p(1))), Err(Refused::Unknown));
     }
 
     #[test]
     fn unrestricted_access_takes_unknown_keys_for_the_path_project() {
         let keys = store(false);
-        assert_eq!(keys.resolve(&auth("zzz", None), Some(9)), Ok(9));
-        assert_eq!(keys.resolve(&auth("zzz", None), None), Err(StoreError::Rejected), "no project to send to");
-        assert_eq!(keys.resolve(&auth("abc", None), Some(2)), Err(StoreError::Rejected), "known keys stay bound");
+        assert_eq!(keys.resolve("zzz", None, Some(p(9))), Ok(p(9)));
+        assert_eq!(keys.resolve("zzz", None, None), Err(Refused::NoProject), "no project to send to");
+        assert_eq!(keys.resolve("abc", None, Some(p(2))), Err(Refused::OtherProject), "known keys stay bound");
     }
 
     #[test]
     fn loaded_keys_are_replaced_as_a_whole() {
         let keys = store(true);
         keys.replace_loaded(vec![ProjectKey { id: 5, public_key: "db1".into(), secret_key: None }], Vec::new());
-        assert_eq!(keys.resolve(&auth("db1", None), Some(5)), Ok(5));
+        assert_eq!(keys.resolve("db1", None, Some(p(5))), Ok(p(5)));
         keys.replace_loaded(vec![ProjectKey { id: 6, public_key: "db2".into(), secret_key: None }], Vec::new());
-        assert_eq!(
-            keys.resolve(&auth("db1", None), Some(5)),
-            Err(StoreError::Rejected),
-            "a key gone from the table is gone"
-        );
-        assert_eq!(keys.resolve(&auth("db2", None), Some(6)), Ok(6));
+        assert_eq!(keys.resolve("db1", None, Some(p(5))), Err(Refused::Unknown), "a key gone from the table is gone");
+        assert_eq!(keys.resolve("db2", None, Some(p(6))), Ok(p(6)));
         assert_eq!(keys.loaded_len(), 1);
     }
 
@@ -181,9 +199,9 @@ mod tests {
     fn disabled_keys_are_refused_even_when_access_is_unrestricted() {
         let keys = store(false);
         keys.replace_loaded(Vec::new(), vec!["off".into()]);
-        assert_eq!(keys.resolve(&auth("off", None), Some(5)), Err(StoreError::Rejected));
-        assert_eq!(keys.resolve(&auth("other", None), Some(5)), Ok(5), "unknown keys still pass");
+        assert_eq!(keys.resolve("off", None, Some(p(5))), Err(Refused::Disabled));
+        assert_eq!(keys.resolve("other", None, Some(p(5))), Ok(p(5)), "unknown keys still pass");
         keys.replace_loaded(vec![ProjectKey { id: 5, public_key: "off".into(), secret_key: None }], Vec::new());
-        assert_eq!(keys.resolve(&auth("off", None), Some(5)), Ok(5), "enabled again");
+        assert_eq!(keys.resolve("off", None, Some(p(5))), Ok(p(5)), "enabled again");
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cyclops_common::ids::ProjectId;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -74,13 +75,15 @@ impl Stats {
     }
 
     /// An event went to Kafka.
-    pub fn processed(&self, project: u64) {
+    pub fn processed(&self, project: ProjectId) {
+        let project = project.get();
         self.processed.fetch_add(1, Ordering::Relaxed);
         self.project(project, |p| p.processed += 1);
     }
 
     /// An event was dropped on purpose (`flood`, `sampled`, `empty`).
-    pub fn ignored(&self, project: u64, reason: &'static str) {
+    pub fn ignored(&self, project: ProjectId, reason: &'static str) {
+        let project = project.get();
         self.ignored.fetch_add(1, Ordering::Relaxed);
         self.project(project, |p| p.ignored += 1);
         if let Ok(mut by) = self.ignored_by_reason.lock() {
@@ -147,10 +150,10 @@ mod tests {
     #[test]
     fn counts_add_up() {
         let stats = Stats::default();
-        stats.processed(1);
-        stats.processed(1);
-        stats.ignored(1, "flood");
-        stats.ignored(2, "sampled");
+        stats.processed(ProjectId::new(1));
+        stats.processed(ProjectId::new(1));
+        stats.ignored(ProjectId::new(1), "flood");
+        stats.ignored(ProjectId::new(2), "sampled");
         stats.rejected("missing_auth");
         stats.acknowledged_after(Duration::from_millis(2));
         stats.acknowledged_after(Duration::from_millis(4));

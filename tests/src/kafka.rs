@@ -1,5 +1,6 @@
 //! Reading what ingest stored, straight from Kafka.
 
+use cyclops_common::ids::{EventId, ProjectId};
 use std::time::Duration;
 
 use cyclops_common::record::RecordHeaders;
@@ -100,8 +101,8 @@ async fn read_until(
             content_type: None,
             content_encoding: None,
             auth: None,
-            event_id: String::new(),
-            project_id: 0,
+            event_id: EventId::new(""),
+            project_id: ProjectId::new(0),
             received_at_ms: 0,
             client_ip: None,
             user_agent: None,
@@ -195,7 +196,7 @@ pub async fn produce_backlog_range(
 ) -> anyhow::Result<Vec<String>> {
     let count = range.len();
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let topic = cyclops_common::record::topic_name(prefix, project);
+    let topic = cyclops_common::record::topic_name(prefix, ProjectId::new(project));
     create_topic(&topic, partitions).await?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
@@ -249,8 +250,8 @@ pub fn store_headers(project: u64, key: &str, event_id: &str, category: &str) ->
         content_type: Some("application/json".into()),
         content_encoding: None,
         auth: Some(crate::sentry_auth(key)),
-        event_id: event_id.to_owned(),
-        project_id: project,
+        event_id: EventId::new(event_id),
+        project_id: ProjectId::new(project),
         received_at_ms: 0,
         client_ip: Some("127.0.0.1".into()),
         user_agent: Some("cyclops-tests".into()),
@@ -264,7 +265,7 @@ pub async fn produce_one(topic: &str, headers: &RecordHeaders, body: &[u8]) -> a
     use rdkafka::producer::{FutureProducer, FutureRecord};
     create_topic(topic, 1).await?;
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create()?;
-    let record = FutureRecord::to(topic).key(&headers.event_id).payload(body).headers(headers.to_kafka());
+    let record = FutureRecord::to(topic).key(headers.event_id.as_str()).payload(body).headers(headers.to_kafka());
     producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
     Ok(())
 }

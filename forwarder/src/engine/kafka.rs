@@ -15,6 +15,7 @@ use std::time::Duration;
 use cyclops_common::config::Config;
 use std::collections::BTreeSet;
 
+use cyclops_common::ids::ProjectId;
 use cyclops_common::kafka::{self, ClientBuilder};
 use cyclops_common::record::project_of_topic;
 use rdkafka::client::ClientContext;
@@ -117,7 +118,7 @@ impl Context {
         let mut inner = self.shared.lock();
         for elem in tpl.elements() {
             let (topic, partition) = (elem.topic(), elem.partition());
-            let Some(project) = project_of_topic(&self.prefix, topic) else { continue };
+            let Some(project) = project_of_topic(&self.prefix, topic).map(ProjectId::get) else { continue };
             let commit =
                 committed.as_ref().and_then(|c| c.find_partition(topic, partition)).and_then(|e| match e.offset() {
                     Offset::Offset(offset) => Some((offset, e.metadata().to_owned())),

@@ -26,6 +26,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use cyclops_common::ids::{Fingerprint, ProjectId};
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
@@ -294,12 +295,12 @@ impl FloodFilter {
         self.fallback.load(Ordering::Relaxed)
     }
 
-    fn key(&self, project: u64, fingerprint: &str) -> String {
+    fn key(&self, project: ProjectId, fingerprint: &Fingerprint) -> String {
         format!("{}{project}:{fingerprint}", self.prefix)
     }
 
     /// Counts one event of `fingerprint` in `project` and says whether it passes.
-    pub async fn check(&self, project: u64, fingerprint: &str) -> Verdict {
+    pub async fn check(&self, project: ProjectId, fingerprint: &Fingerprint) -> Verdict {
         if !self.enabled() {
             return Verdict::Pass { count: 0 };
         }
@@ -317,7 +318,7 @@ impl FloodFilter {
     /// Gives back the count of an event that passed but was not stored
     /// (Kafka refused it), so that the SDK's retry is not dropped for it.
     /// Best effort: a Redis failure here is only logged.
-    pub async fn refund(&self, project: u64, fingerprint: &str) {
+    pub async fn refund(&self, project: ProjectId, fingerprint: &Fingerprint) {
         if !self.enabled() {
             return;
         }
@@ -418,14 +419,18 @@ mod tests {
                 Verdict::Drop { count: 5 }
             ]
         );
-        assert_eq!(filter.check(2, "fp").await, Verdict::Pass { count: 1 }, "projects count apart");
+        assert_eq!(
+            filter.check(ProjectId::new(2), &Fingerprint::new("fp")).await,
+            Verdict::Pass { count: 1 },
+            "projects count apart"
+        );
         assert!(!filter.fallback_active());
     }
 
     async fn check_n(filter: &FloodFilter, n: usize) -> Vec<Verdict> {
         let mut out = Vec::new();
         for _ in 0..n {
-            out.push(filter.check(1, "fp").await);
+            out.push(filter.check(ProjectId::new(1), &Fingerprint::new("fp")).await);
         }
         out
     }
@@ -434,7 +439,7 @@ mod tests {
     async fn a_zero_window_disables_the_filter() {
         let filter = FloodFilter::new(1, Duration::ZERO, None, "t:", Duration::from_millis(50));
         for _ in 0..5 {
-            assert_eq!(filter.check(1, "fp").await, Verdict::Pass { count: 0 });
+            assert_eq!(filter.check(ProjectId::new(1), &Fingerprint::new("fp")).await, Verdict::Pass { count: 0 });
         }
     }
 
@@ -443,9 +448,13 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).expect("url");
         let filter = FloodFilter::new(2, Duration::from_secs(60), Some(client), "t:", Duration::from_millis(200));
-        assert_eq!(filter.check(1, "fp").await, Verdict::Pass { count: 1 });
+        assert_eq!(filter.check(ProjectId::new(1), &Fingerprint::new("fp")).await, Verdict::Pass { count: 1 });
         assert!(filter.fallback_active());
-        assert_eq!(filter.check(1, "fp").await, Verdict::Pass { count: 2 });
-        assert_eq!(filter.check(1, "fp").await, Verdict::Drop { count: 3 }, "the limit still holds, per instance");
+        assert_eq!(filter.check(ProjectId::new(1), &Fingerprint::new("fp")).await, Verdict::Pass { count: 2 });
+        assert_eq!(
+            filter.check(ProjectId::new(1), &Fingerprint::new("fp")).await,
+            Verdict::Drop { count: 3 },
+            "the limit still holds, per instance"
+        );
     }
 }

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use cyclops_common::ids::{Fingerprint, ProjectId};
 use serde::Serialize;
 
 /// Hosts kept per entry; a new host replaces the least frequent one.
@@ -95,7 +96,8 @@ impl FloodReport {
     }
 
     /// Counts one dropped event at `now_ms` (Unix milliseconds).
-    pub fn dropped(&self, project: u64, fingerprint: &str, sample: &Sample, now_ms: u64) {
+    pub fn dropped(&self, project: ProjectId, fingerprint: &Fingerprint, sample: &Sample, now_ms: u64) {
+        let (project, fingerprint) = (project.get(), fingerprint.as_str());
         if self.capacity == 0 {
             return;
         }
@@ -217,15 +219,20 @@ mod tests {
         let report = FloodReport::new(100, Duration::from_secs(60));
         for t in 0..5 {
             report.dropped(
-                1,
-                "fp-a",
+                ProjectId::new(1),
+                &Fingerprint::new("fp-a"),
                 &sample("ZeroDivisionError: division by zero", Some("shop@1"), "web-1"),
                 1000 + t,
             );
         }
-        report.dropped(1, "fp-a", &sample("ignored later title", Some("shop@2"), "web-2"), 2000);
-        report.dropped(1, "fp-b", &sample("KeyError", None, "web-1"), 2000);
-        report.dropped(2, "fp-a", &sample("other project", None, "web-9"), 2000);
+        report.dropped(
+            ProjectId::new(1),
+            &Fingerprint::new("fp-a"),
+            &sample("ignored later title", Some("shop@2"), "web-2"),
+            2000,
+        );
+        report.dropped(ProjectId::new(1), &Fingerprint::new("fp-b"), &sample("KeyError", None, "web-1"), 2000);
+        report.dropped(ProjectId::new(2), &Fingerprint::new("fp-a"), &sample("other project", None, "web-9"), 2000);
         let top = report.top(10, 2000);
         let a = &top[&1][0];
         assert_eq!((a.fingerprint.as_str(), a.dropped, a.first_seen_ms, a.last_seen_ms), ("fp-a", 6, 1000, 2000));
@@ -244,24 +251,29 @@ mod tests {
         let report = FloodReport::new(3, Duration::from_secs(60));
         for (fp, n) in [("big", 50), ("mid", 20), ("small", 2)] {
             for _ in 0..n {
-                report.dropped(1, fp, &sample(fp, None, "h"), 1000);
+                report.dropped(ProjectId::new(1), &Fingerprint::new(fp), &sample(fp, None, "h"), 1000);
             }
         }
-        report.dropped(1, "new", &sample("new", None, "h"), 1001);
+        report.dropped(ProjectId::new(1), &Fingerprint::new("new"), &sample("new", None, "h"), 1001);
         let top = report.top(10, 1001);
         let names: Vec<_> = top[&1].iter().map(|e| e.fingerprint.clone()).collect();
         assert_eq!(names, ["big", "mid", "new"], "the smallest gave way");
         assert_eq!((top[&1][2].dropped, top[&1][2].overcount), (3, 2), "and its count went on, as an upper bound");
         // Two newcomers taking turns do not reset each other to 1: counts climb.
         for _ in 0..30 {
-            report.dropped(1, "x", &sample("x", None, "h"), 1002);
-            report.dropped(1, "y", &sample("y", None, "h"), 1002);
+            report.dropped(ProjectId::new(1), &Fingerprint::new("x"), &sample("x", None, "h"), 1002);
+            report.dropped(ProjectId::new(1), &Fingerprint::new("y"), &sample("y", None, "h"), 1002);
         }
         let top = report.top(10, 1002);
         let newcomers = top[&1].iter().filter(|e| e.fingerprint == "x" || e.fingerprint == "y");
         assert!(newcomers.map(|e| e.dropped).max() >= Some(30), "{:?}", top[&1]);
         for i in 0..(HOSTS_PER_ENTRY + 10) {
-            report.dropped(1, "big", &sample("big", None, &format!("host-{i}")), 1002);
+            report.dropped(
+                ProjectId::new(1),
+                &Fingerprint::new("big"),
+                &sample("big", None, &format!("host-{i}")),
+                1002,
+            );
         }
         assert_eq!(report.top(10, 1002)[&1][0].hosts.len(), HOSTS_PER_ENTRY);
     }
@@ -269,8 +281,8 @@ mod tests {
     #[test]
     fn entries_past_the_window_are_forgotten() {
         let report = FloodReport::new(10, Duration::from_secs(60));
-        report.dropped(1, "old", &sample("old", None, "h"), 1_000);
-        report.dropped(1, "recent", &sample("recent", None, "h"), 50_000);
+        report.dropped(ProjectId::new(1), &Fingerprint::new("old"), &sample("old", None, "h"), 1_000);
+        report.dropped(ProjectId::new(1), &Fingerprint::new("recent"), &sample("recent", None, "h"), 50_000);
         let top = report.top(10, 70_000);
         assert_eq!(top[&1].iter().map(|e| e.fingerprint.as_str()).collect::<Vec<_>>(), ["recent"]);
         assert!(report.top(10, 200_000).is_empty());
@@ -283,8 +295,8 @@ mod tests {
         assert!(short.len() <= TEXT_MAX_BYTES + "…".len() && short.ends_with('…'));
         let report = FloodReport::new(10, Duration::from_secs(60));
         let huge = "h".repeat(1 << 20);
-        report.dropped(1, "fp", &sample(&huge, Some(&huge), &huge), 1);
-        report.dropped(1, "fp", &sample(&huge, Some(&huge), &format!("{huge}2")), 2);
+        report.dropped(ProjectId::new(1), &Fingerprint::new("fp"), &sample(&huge, Some(&huge), &huge), 1);
+        report.dropped(ProjectId::new(1), &Fingerprint::new("fp"), &sample(&huge, Some(&huge), &format!("{huge}2")), 2);
         let entry = &report.top(1, 2)[&1][0];
         assert!(entry.title.len() < 300 && entry.release.as_ref().is_some_and(|r| r.len() < 300));
         assert!(entry.hosts.iter().all(|h| h.host.len() < 300), "a client's megabyte host is cut");

@@ -79,24 +79,33 @@ pub fn from_request(headers: &HeaderMap, query: Option<&str>) -> Result<Option<S
     }
 }
 
-/// Credentials from an envelope header's `dsn` (`scheme://KEY[:SECRET]@host/ID`).
-pub fn from_dsn(dsn: &str) -> Result<SentryAuth, StoreError> {
-    let url = url::Url::parse(dsn).map_err(|_| StoreError::BadEnvelopeAuth)?;
-    if url.username().is_empty() {
-        return Err(StoreError::BadEnvelopeAuth);
-    }
-    Ok(SentryAuth {
-        public_key: url.username().to_owned(),
-        secret_key: url.password().map(str::to_owned),
-        forward_header: None,
-    })
+/// An envelope header's `dsn` (`scheme://KEY[:SECRET]@host/…/ID`), parsed
+/// once for all it is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dsn {
+    /// Empty when the DSN names no key.
+    pub public_key: String,
+    pub secret_key: Option<String>,
+    /// The last segment of its path (`https://key@host/prefix/42` → 42);
+    /// `None` when that is not a project id.
+    pub project: Option<u64>,
 }
 
-/// The project id a DSN names: the last segment of its path
-/// (`https://key@host/prefix/42` → 42); `None` when it names none.
-pub fn dsn_project(dsn: &str) -> Option<u64> {
-    let url = url::Url::parse(dsn).ok()?;
-    url.path_segments()?.rev().find(|s| !s.is_empty())?.parse().ok()
+impl Dsn {
+    /// `None` when `dsn` is not a URL.
+    pub fn parse(dsn: &str) -> Option<Self> {
+        let url = url::Url::parse(dsn).ok()?;
+        let project = url.path_segments().and_then(|mut s| s.rfind(|s| !s.is_empty())?.parse().ok());
+        Some(Self { public_key: url.username().to_owned(), secret_key: url.password().map(str::to_owned), project })
+    }
+
+    /// The credentials it carries; a DSN without a key is bad auth.
+    pub fn auth(self) -> Result<SentryAuth, StoreError> {
+        if self.public_key.is_empty() {
+            return Err(StoreError::BadEnvelopeAuth);
+        }
+        Ok(SentryAuth { public_key: self.public_key, secret_key: self.secret_key, forward_header: None })
+    }
 }
 
 #[cfg(test)]
@@ -129,30 +138,36 @@ mod tests {
 
     #[test]
     fn none_is_none_and_two_are_refused() {
-        assert_eq!(from_request(&HeaderMap::new(), Some("a=b")), Ok(None));
-        assert_eq!(from_request(&headers(&[("authorization", "Bearer x")]), None), Ok(None));
+        assert!(matches!(from_request(&HeaderMap::new(), Some("a=b")), Ok(None)));
+        assert!(matches!(from_request(&headers(&[("authorization", "Bearer x")]), None), Ok(None)));
         let h = headers(&[("x-sentry-auth", "Sentry sentry_key=abc")]);
-        assert_eq!(from_request(&h, Some("sentry_key=abc")), Err(StoreError::MultipleAuth));
+        assert!(matches!(from_request(&h, Some("sentry_key=abc")), Err(StoreError::MultipleAuth)));
     }
 
     #[test]
     fn a_header_without_a_key_is_bad() {
         let h = headers(&[("x-sentry-auth", "Sentry sentry_version=7")]);
-        assert_eq!(from_request(&h, None), Err(StoreError::BadAuth));
+        assert!(matches!(from_request(&h, None), Err(StoreError::BadAuth)));
     }
 
     #[test]
-    fn dsn_gives_key_and_secret() {
-        let auth = from_dsn("https://pub:sec@o1.ingest.example.com/42").expect("ok");
+    fn a_dsn_gives_key_secret_and_project() {
+        let dsn = Dsn::parse("https://pub:sec@o1.ingest.example.com/42").expect("a url");
+        assert_eq!(dsn.project, Some(42));
+        let auth = dsn.auth().expect("a key");
         assert_eq!((auth.public_key.as_str(), auth.secret_key.as_deref()), ("pub", Some("sec")));
-        assert_eq!(from_dsn("not a dsn"), Err(StoreError::BadEnvelopeAuth));
+        assert_eq!(Dsn::parse("not a dsn"), None);
+        let keyless = Dsn::parse("https://host/42").expect("a url");
+        assert_eq!(keyless.project, Some(42));
+        assert!(matches!(keyless.auth(), Err(StoreError::BadEnvelopeAuth)));
     }
 
     #[test]
     fn a_dsn_names_its_project_last() {
-        assert_eq!(dsn_project("https://k@o1.ingest.sentry.io/42"), Some(42));
-        assert_eq!(dsn_project("http://k@host:9000/sentry/7/"), Some(7));
-        assert_eq!(dsn_project("https://k@host/"), None);
-        assert_eq!(dsn_project("not a url"), None);
+        let project = |dsn: &str| Dsn::parse(dsn).and_then(|d| d.project);
+        assert_eq!(project("https://k@o1.ingest.sentry.io/42"), Some(42));
+        assert_eq!(project("http://k@host:9000/sentry/7/"), Some(7));
+        assert_eq!(project("https://k@host/"), None);
+        assert_eq!(project("not a url"), None);
     }
 }

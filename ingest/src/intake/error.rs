@@ -10,6 +10,10 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::durable::StoreFailure;
+use crate::keys::Refused;
+use crate::spool::SpoolError;
+
 /// Seconds an SDK is asked to wait after a 503.
 const RETRY_AFTER_SECS: u32 = 10;
 /// Seconds a client is asked to wait after a 503 for memory: the budget
@@ -20,8 +24,9 @@ pub const DETAIL_MAX_BYTES: usize = 300;
 /// Refusals logged per second; the rest are only counted.
 const LOGS_PER_SEC: u32 = 10;
 
-/// Why a submission was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a submission was not accepted. Its text is the answer's `detail`,
+/// worded as Sentry words it; its source, when it has one, is for the log.
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("missing authorization information")]
     MissingAuth,
@@ -35,7 +40,7 @@ pub enum StoreError {
     BadProject,
     /// Unknown key, a key of another project, or a wrong secret.
     #[error("event submission rejected with_reason: ProjectId")]
-    Rejected,
+    Rejected(#[source] Refused),
     #[error("empty request body")]
     EmptyBody,
     #[error("invalid JSON data: {0}")]
@@ -57,31 +62,32 @@ pub enum StoreError {
     /// No room in `ingest.max_in_flight_bytes` (503, the client retries).
     #[error(transparent)]
     Budget(super::budget::BudgetError),
-    /// Kafka did not acknowledge the event in time and the spool is off:
-    /// the SDK should retry.
-    #[error("failed to store event")]
-    Unavailable,
-    /// Kafka did not take the event and the spool is full.
-    #[error("failed to store event: spool full")]
-    SpoolFull,
-    /// Kafka did not take the event and the spool's disk failed.
-    #[error("failed to store event: spool write failed")]
-    SpoolFailed,
+    /// Kafka did not take the event, and the spool is off, full or its
+    /// disk failed: the SDK should retry.
+    #[error("failed to store event{}", not_stored_suffix(.0))]
+    NotStored(#[source] StoreFailure),
+}
+
+/// What the answer adds about the spool: nothing when it is off.
+fn not_stored_suffix(failure: &StoreFailure) -> &'static str {
+    match failure {
+        StoreFailure::Kafka(_) => "",
+        StoreFailure::Spool { spool: SpoolError::Full { .. }, .. } => ": spool full",
+        StoreFailure::Spool { .. } => ": spool write failed",
+    }
 }
 
 impl StoreError {
     fn status(&self) -> StatusCode {
         match self {
             Self::MissingAuth | Self::MultipleAuth | Self::BadAuth | Self::BadEnvelopeAuth => StatusCode::UNAUTHORIZED,
-            Self::Rejected => StatusCode::FORBIDDEN,
+            Self::Rejected(_) => StatusCode::FORBIDDEN,
             Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Body { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Self::Unavailable | Self::SpoolFull | Self::SpoolFailed | Self::Budget(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::NotStored(_) | Self::Budget(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadProject
             | Self::EmptyBody
             | Self::InvalidJson(_)
@@ -98,7 +104,7 @@ impl StoreError {
             Self::BadAuth => "bad_auth",
             Self::BadEnvelopeAuth => "bad_envelope_auth",
             Self::BadProject => "bad_project",
-            Self::Rejected => "rejected_key",
+            Self::Rejected(_) => "rejected_key",
             Self::EmptyBody => "empty_body",
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidEnvelope(_) => "invalid_envelope",
@@ -110,28 +116,53 @@ impl StoreError {
             Self::BodyTimeout { .. } => "body_timeout",
             Self::Budget(e) => e.label(),
             Self::MethodNotAllowed => "method_not_allowed",
-            Self::Unavailable => "kafka_unavailable",
-            Self::SpoolFull => "spool_full",
-            Self::SpoolFailed => "spool_error",
+            Self::NotStored(StoreFailure::Kafka(_)) => "kafka_unavailable",
+            Self::NotStored(StoreFailure::Spool { spool: SpoolError::Full { .. }, .. }) => "spool_full",
+            Self::NotStored(StoreFailure::Spool { .. }) => "spool_error",
         }
     }
 }
 
+impl StoreError {
+    /// Counts and logs this refusal: once per refused request, by
+    /// [`super::answer::refuse`], which also answers it.
+    pub(super) fn record(&self) {
+        metrics::counter!(crate::metrics::REJECTED, "reason" => self.reason()).increment(1);
+        if let Self::Budget(e) = self {
+            metrics::counter!(crate::metrics::LIMIT_HITS, "limit" => e.label()).increment(1);
+        }
+        if !log_allowed() {
+            return;
+        }
+        let detail = bounded(&error_chain(self), DETAIL_MAX_BYTES);
+        match self {
+            // Logged where it failed, with its topic and event id.
+            Self::NotStored(_) => {}
+            Self::Budget(_) => tracing::warn!(error = %detail, "request refused"),
+            _ if self.status().is_server_error() => tracing::error!(error = %detail, "event not stored"),
+            _ => tracing::debug!(error = %detail, "event refused"),
+        }
+    }
+}
+
+/// The error and its sources, `: `-joined, for the log.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Sentry's answer: the status, `{"detail": …}` and, for a 503, when to
+/// retry. Counting is [`StoreError::record`]'s, not this.
 impl IntoResponse for StoreError {
     fn into_response(self) -> Response {
         let status = self.status();
-        metrics::counter!(crate::metrics::REJECTED, "reason" => self.reason()).increment(1);
         let detail = bounded(&self.to_string(), DETAIL_MAX_BYTES);
-        if let Self::Budget(e) = &self {
-            metrics::counter!(crate::metrics::LIMIT_HITS, "limit" => e.label()).increment(1);
-        }
-        if log_allowed() {
-            match &self {
-                Self::Budget(_) => tracing::warn!(error = %detail, "request refused"),
-                _ if status.is_server_error() => tracing::error!(error = %detail, "event not stored"),
-                _ => tracing::debug!(error = %detail, "event refused"),
-            }
-        }
         let mut response = (status, Json(serde_json::json!({ "detail": detail }))).into_response();
         let retry_after = match self {
             Self::Budget(_) => Some(BUDGET_RETRY_AFTER_SECS),

@@ -8,27 +8,29 @@
 //! - `POST /api/{project_id}/envelope/` — envelopes (modern SDKs);
 //! - CORS preflights for all of them, as Relay answers them.
 //!
-//! Each submission is authenticated from its headers or query first
-//! ([`auth`], [`crate::keys`]); only then is its body read ([`body`], within
-//! one deadline and the memory budget, [`budget`]) — an envelope without
-//! header credentials has its header line decoded, and only that, to find
-//! its `dsn`. Then it is decoded and checked ([`payload`]), sampled and
-//! flood-filtered, and produced to its project's topic, or the spool when
-//! Kafka cannot take it ([`accept`], [`crate::durable`]). Every failure is
-//! one [`StoreError`].
+//! A submission goes through the stages [`accept`] lists, each its own
+//! module: who sends ([`sender`], with [`auth`] and [`crate::keys`]), the
+//! body ([`body`], within the memory budget, [`budget`]), what it says
+//! ([`decode`], [`envelope`], [`payload`]), what becomes of it
+//! ([`decide`]), storing it ([`persist`], [`crate::durable`]) and the
+//! answer ([`answer`]). Every failure is one [`StoreError`] ([`error`]).
 
 mod accept;
+mod answer;
 pub mod auth;
 mod body;
 pub mod budget;
+mod decide;
 pub mod decode;
 mod envelope;
 mod error;
 pub mod payload;
+mod persist;
+mod sender;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::flood::FloodFilter;
 use axum::Router;
@@ -149,19 +151,52 @@ pub fn router(intake: Arc<Intake>) -> Router {
         .with_state(intake)
 }
 
-/// The parts of a request the intake reads; its body is read only once its
-/// credentials are known ([`accept`]).
+/// A request as the intake takes it: its head, and its body, read only once
+/// its credentials are known ([`accept`]).
 #[derive(Debug)]
 pub struct Submission {
+    pub head: Head,
+    pub body: Body,
+}
+
+/// The parts of a request's head the intake reads.
+#[derive(Debug)]
+pub struct Head {
     /// The path's project id, unparsed; `None` on `/api/store/`.
     pub project: Option<String>,
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
     pub peer: SocketAddr,
-    pub body: Body,
     /// When all of the body must be in: `ingest.connections.body_timeout_ms` after its head.
     pub body_deadline: tokio::time::Instant,
+}
+
+impl Head {
+    /// The raw query string; `None` when empty.
+    pub fn query(&self) -> Option<&str> {
+        self.uri.query().filter(|q| !q.is_empty())
+    }
+
+    /// A header's value, trimmed; `None` when absent, empty or not text.
+    pub fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+    }
+
+    /// The client's address: the TCP peer, or behind a trusted proxy the
+    /// leftmost `X-Forwarded-For` entry that is an IP address.
+    pub fn client(&self, trust_forwarded_for: bool) -> IpAddr {
+        let forwarded = || {
+            let value = self.headers.get("x-forwarded-for")?.to_str().ok()?;
+            value.split(',').next()?.trim().parse::<IpAddr>().ok()
+        };
+        trust_forwarded_for.then(forwarded).flatten().unwrap_or(self.peer.ip())
+    }
+}
+
+/// Now, in Unix milliseconds.
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl FromRequest<Arc<Intake>> for Submission {
@@ -182,7 +217,8 @@ impl FromRequest<Arc<Intake>> for Submission {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |ConnectInfo(addr)| *addr);
-        Ok(Self { project, method: parts.method, uri: parts.uri, headers: parts.headers, peer, body, body_deadline })
+        let head = Head { project, method: parts.method, uri: parts.uri, headers: parts.headers, peer, body_deadline };
+        Ok(Self { head, body })
     }
 }
 
@@ -193,7 +229,7 @@ fn is_envelope_content(headers: &HeaderMap) -> bool {
 }
 
 async fn store(State(intake): State<Arc<Intake>>, submission: Submission) -> Response {
-    let kind = if is_envelope_content(&submission.headers) { Kind::Envelope } else { Kind::Store };
+    let kind = if is_envelope_content(&submission.head.headers) { Kind::Envelope } else { Kind::Store };
     accept::handle(&intake, kind, submission).await
 }
 
@@ -212,9 +248,42 @@ async fn envelope(State(intake): State<Arc<Intake>>, submission: Submission) -> 
 // Without these, the router would answer other methods itself: uncounted
 // and without Sentry's `{"detail"}` body.
 async fn store_other_method(State(intake): State<Arc<Intake>>) -> Response {
-    accept::refuse(&intake, Kind::Store, StoreError::MethodNotAllowed)
+    answer::refuse(&intake, Kind::Store, StoreError::MethodNotAllowed)
 }
 
 async fn envelope_other_method(State(intake): State<Arc<Intake>>) -> Response {
-    accept::refuse(&intake, Kind::Envelope, StoreError::MethodNotAllowed)
+    answer::refuse(&intake, Kind::Envelope, StoreError::MethodNotAllowed)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn head(peer: &str, forwarded: Option<&'static str>) -> Head {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = forwarded {
+            headers.insert("x-forwarded-for", HeaderValue::from_static(value));
+        }
+        Head {
+            project: None,
+            method: Method::POST,
+            uri: Uri::from_static("/api/1/store/"),
+            headers,
+            peer: peer.parse().expect("addr"),
+            body_deadline: tokio::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn the_client_address_comes_from_the_proxy_only_when_trusted() {
+        let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
+        let proxied = head("10.0.0.9:5000", Some("203.0.113.7, 10.0.0.1"));
+        assert_eq!(proxied.client(false), ip("10.0.0.9"));
+        assert_eq!(proxied.client(true), ip("203.0.113.7"));
+        let garbage = head("10.0.0.9:5000", Some("garbage"));
+        assert_eq!(garbage.client(true), ip("10.0.0.9"), "an unparsable header falls back to the peer");
+        assert_eq!(head("10.0.0.9:5000", None).client(true), ip("10.0.0.9"));
+    }
 }

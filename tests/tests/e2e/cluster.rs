@@ -8,6 +8,7 @@
 //! time, and each leaves every node running.
 #![expect(clippy::disallowed_types, reason = "these tests measure wall-clock failover times")]
 
+use cyclops_common::ids::ProjectId;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -81,7 +82,7 @@ async fn killing_the_partition_leader_under_load_loses_no_event() {
     let dsn = format!("http://{KEY}@{}/{PROJECT}", ingest.addr);
     let first = load(&target, 5, 1).await;
     assert!(first.iter().all(|a| a.status == 200), "{first:?}");
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let leader = cluster.leader_of(&topic, 0).await.expect("leader");
 
     let stop = CancellationToken::new();
@@ -149,7 +150,7 @@ async fn below_min_insync_replicas_ingest_spools_and_everything_arrives_once_the
     let target = target(&ingest, PROJECT);
     let before = load(&target, 10, 2).await;
     assert!(before.iter().all(|a| a.status == 200 && a.durability.as_deref() == Some("kafka")), "{before:?}");
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let leader = cluster.leader_of(&topic, 0).await.expect("leader");
     // Two followers down: the leader lives and refuses writes (NOT_ENOUGH_REPLICAS).
     let followers: Vec<i32> = (1..=3).filter(|n| *n != leader).collect();
@@ -242,7 +243,7 @@ async fn an_existing_topic_with_fewer_replicas_than_configured_is_named_at_start
     const PROJECT: u64 = 1005;
     let config = config(&cluster, PROJECT, &sentry);
     // Made before the factor was raised: one replica.
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
         cyclops_common::kafka::ClientBuilder::new(&config.kafka, "cyclops-tests").create_plain().expect("admin");
     let created = admin

@@ -1,6 +1,7 @@
 //! Every record ingest produces matches `schemas/record-v2.schema.json`, and
 //! so does the documented example.
 
+use cyclops_common::ids::ProjectId;
 use std::time::Duration;
 
 use cyclops_common::config::ProjectKey;
@@ -85,7 +86,7 @@ fn the_schema_rejects_what_the_contract_forbids() {
 async fn every_record_ingest_produces_follows_the_contract() {
     let mut config = test_config();
     config.projects = vec![ProjectKey { id: PROJECT, public_key: KEY.into(), secret_key: None }];
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     let client = reqwest::Client::new();
     let auth = sentry_auth(KEY);
@@ -132,7 +133,7 @@ async fn every_record_ingest_produces_follows_the_contract() {
     let validator = schema();
     for record in &stored {
         assert_valid(&validator, &as_object(&record.raw_headers));
-        assert_eq!(record.key, record.headers.event_id.as_bytes(), "the key is the event id");
+        assert_eq!(record.key, record.headers.event_id.as_str().as_bytes(), "the key is the event id");
     }
     // What each record carries, for Sentry's per-category rate limits; the
     // fingerprint wherever there is an error event.
@@ -168,7 +169,7 @@ async fn the_forwarder_replays_only_what_the_contract_allows() {
     let mut config = test_config();
     config.projects = vec![ProjectKey { id: PROJECT, public_key: KEY.into(), secret_key: None }];
     config.sentry.base_url = sentry.url();
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let store = format!("/api/{PROJECT}/store/");
     let other_host = format!("//{}/api/{PROJECT}/store/", elsewhere.addr);
     let forged: Vec<(&str, Forge)> = vec![
@@ -201,7 +202,7 @@ async fn the_forwarder_replays_only_what_the_contract_allows() {
     assert_eq!(dead.len(), forged.len(), "every forged record is dead-lettered");
     for record in &dead {
         let reason = record.raw_headers.iter().find(|(k, _)| k == "cyclops-dlq-reason").map(|(_, v)| v.as_str());
-        let i = forged_ids.iter().position(|id| *id == record.headers.event_id).expect("a forged record");
+        let i = forged_ids.iter().position(|id| record.headers.event_id == *id).expect("a forged record");
         let expected = forged[i].0;
         assert!(reason.is_some_and(|r| r.starts_with("contract:") && r.contains(expected)), "{expected}: {reason:?}");
     }

@@ -2,6 +2,7 @@
 //! get 503 with `Retry-After`, never a 200 (the spool's own tests are in
 //! `spool.rs`); `ingest.ack = "enqueue"` is the documented opt-out.
 
+use cyclops_common::ids::ProjectId;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -73,7 +74,7 @@ async fn with_the_spool_off_and_kafka_killed_mid_run_sdks_get_503_never_200() {
 async fn enqueue_mode_answers_once_queued_and_still_stores() {
     let mut config = config();
     config.ingest.ack = AckMode::Enqueue;
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     for _ in 0..5 {
         assert_eq!(submit(&ingest).await.status(), 200);
@@ -87,7 +88,7 @@ async fn a_project_topic_deleted_under_a_running_ingest_is_created_again() {
     use rdkafka::admin::{AdminClient, AdminOptions};
     let mut config = config();
     config.ingest.produce_timeout_ms = 3000;
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     assert_eq!(submit(&ingest).await.status(), 200, "creates the topic");
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
@@ -226,7 +227,7 @@ async fn every_event_stored_in_bursts_at_new_topics_is_in_kafka() {
                 .map(|(_, id, _)| id.clone())
                 .collect();
             assert!(stored.len() > PER_PROJECT / 2, "most of the burst is stored: {answers:?}");
-            let topic = topic_name(&prefix, project.id);
+            let topic = topic_name(&prefix, ProjectId::new(project.id));
             let found = read_keys_until(&kafka_brokers(), &topic, &stored, Duration::from_secs(30)).await;
             missing.extend(stored.difference(&found).map(|id| format!("{topic}: {id}")));
         }

@@ -2,6 +2,7 @@
 //! in-process fallback that never turns an outage into lost events, and
 //! per-project sampling.
 
+use cyclops_common::ids::ProjectId;
 use std::time::Duration;
 
 use cyclops_common::config::{Config, ProjectKey};
@@ -67,7 +68,7 @@ async fn submit(client: &reqwest::Client, ingest: &TestService, body: Vec<u8>) -
 #[tokio::test]
 async fn three_instances_sharing_redis_pass_exactly_max_uses_of_a_burst() {
     let config = config(10, 60);
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let mut instances = Vec::new();
     for _ in 0..3 {
         let ingest = spawn_ingest(config.clone()).await.expect("ingest");
@@ -133,7 +134,7 @@ async fn redis_dying_mid_run_falls_back_to_counting_in_process_without_a_5xx() {
     let mut redis = OwnRedis::start().await.expect("own redis");
     let mut config = config(3, 60);
     config.redis.url = Some(redis.url.clone().into());
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     wait_for_redis(&ingest).await;
     let client = reqwest::Client::new();
@@ -169,7 +170,7 @@ async fn redis_dying_mid_run_falls_back_to_counting_in_process_without_a_5xx() {
 async fn sampling_drops_the_configured_share_of_a_project() {
     let mut config = config(1000, 60);
     config.ingest.sampling.ignore_percentage.insert(PROJECT.to_string(), 100.0);
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     let client = reqwest::Client::new();
     for _ in 0..5 {

@@ -2,6 +2,7 @@
 //! first, rate-limit holds, outages, crashes and a shared consumer group.
 //! Backlogs are written straight to Kafka as ingest would have written them.
 
+use cyclops_common::ids::{EventId, ProjectId};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -143,7 +144,7 @@ async fn a_quota_on_one_category_holds_only_that_category() {
     config.forwarder.concurrency_initial = 1;
     config.forwarder.concurrency_max = 1;
     config.forwarder.process_newer_messages_first = false;
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     // Transactions first, so that the limit comes before most errors went.
     for (n, category) in (0..20).map(|n| (n, if n < 10 { "transaction" } else { "error" })) {
         let body = format!(
@@ -302,15 +303,15 @@ async fn an_envelope_delivered_late_keeps_its_event_time() {
         content_type: Some("application/x-sentry-envelope".into()),
         content_encoding: Some("gzip".into()),
         auth: Some(cyclops_tests::sentry_auth(KEY)),
-        event_id: cyclops_tests::event_id(),
-        project_id: 14,
+        event_id: EventId::new(cyclops_tests::event_id()),
+        project_id: ProjectId::new(14),
         received_at_ms,
         client_ip: None,
         user_agent: None,
         fingerprint: None,
         categories: vec!["error".into()],
     };
-    let topic = cyclops_common::record::topic_name(&config.kafka.topic_prefix, 14);
+    let topic = cyclops_common::record::topic_name(&config.kafka.topic_prefix, ProjectId::new(14));
     cyclops_tests::kafka::produce_one(&topic, &headers, &cyclops_tests::gzip(body.as_bytes())).await.expect("stored");
     let forwarder = spawn_forwarder(config).await.expect("forwarder");
     let request =

@@ -1,6 +1,7 @@
 //! Ingest speaks Sentry's intake protocol: every endpoint, encoding, auth
 //! form and limit, checked against what lands in Kafka.
 
+use cyclops_common::ids::ProjectId;
 use std::io::Write;
 use std::time::Duration;
 
@@ -69,7 +70,7 @@ async fn answered_id(response: reqwest::Response) -> String {
 #[tokio::test]
 async fn every_endpoint_stores_under_its_project_and_event_id() {
     let config = config();
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     let auth = sentry_auth(KEY);
     let mut expected = Vec::new();
@@ -125,7 +126,7 @@ async fn every_endpoint_stores_under_its_project_and_event_id() {
         let record = stored.iter().find(|r| r.headers.event_id == id).unwrap_or_else(|| panic!("{id} stored"));
         assert_eq!(record.key, id.as_bytes(), "keyed by event id");
         assert_eq!(record.headers.path, path);
-        assert_eq!(record.headers.project_id, PROJECT);
+        assert_eq!(record.headers.project_id.get(), PROJECT);
     }
     ingest.stop().await.expect("stops");
 }
@@ -142,7 +143,7 @@ fn base64_encode(data: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn every_content_encoding_is_accepted_and_stored_as_sent() {
     let config = config();
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     let auth = sentry_auth(KEY);
     let path = format!("/api/{PROJECT}/envelope/");
@@ -193,7 +194,7 @@ async fn oversized_and_malformed_bodies_are_refused_and_nothing_is_stored() {
     let mut config = config();
     config.ingest.max_event_bytes = 2048;
     config.ingest.max_envelope_bytes = 8192;
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     let auth = sentry_auth(KEY);
     let store = format!("/api/{PROJECT}/store/");
@@ -336,7 +337,7 @@ async fn cors_is_answered_as_sentry_does() {
 #[tokio::test]
 async fn an_envelope_without_items_is_answered_and_not_stored() {
     let config = config();
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     let auth = sentry_auth(KEY);
     let env = format!("/api/{PROJECT}/envelope/");

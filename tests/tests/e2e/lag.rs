@@ -3,6 +3,7 @@
 //! Prometheus gauges agree; and the Grafana dashboard in `compose/` only
 //! charts metrics the services define.
 
+use cyclops_common::ids::ProjectId;
 use std::time::Duration;
 
 use cyclops_common::config::Config;
@@ -65,7 +66,7 @@ async fn kafka_consumer_groups_count_and_metrics_agree_on_lag() {
     let mut config = test_config();
     config.sentry.base_url = sentry.url();
     config.forwarder.commit_interval_ms = 100;
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     produce_backlog(&config.kafka.topic_prefix, PROJECT, KEY, 30, 2).await.expect("backlog");
     let forwarder = ForwarderProcess::start(&config).await.expect("forwarder");
     let all_three = |want: u64| {

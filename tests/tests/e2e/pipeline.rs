@@ -1,5 +1,6 @@
 //! SDK → ingest → Kafka → forwarder → Sentry, through the real stack.
 
+use cyclops_common::ids::ProjectId;
 use std::time::Duration;
 
 use cyclops_common::config::{Config, ProjectKey};
@@ -114,7 +115,7 @@ async fn accepted_events_reach_sentry_with_body_and_auth_intact() {
 #[tokio::test]
 async fn a_200_means_the_record_is_in_kafka() {
     let config = config_with_project(None);
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     let body = br#"{"message":"no id given"}"#.to_vec();
     let response =
@@ -139,7 +140,7 @@ async fn a_200_means_the_record_is_in_kafka() {
     assert_eq!(stored, serde_json::json!({"message": "no id given", "event_id": event_id}));
     let headers = RecordHeaders::from_kafka(message.headers()).expect("contract headers");
     assert_eq!(headers.event_id, event_id);
-    assert_eq!(headers.project_id, PROJECT);
+    assert_eq!(headers.project_id.get(), PROJECT);
     assert_eq!(headers.path, format!("/api/{PROJECT}/store/"));
     ingest.stop().await.expect("stops");
 }
@@ -341,7 +342,7 @@ async fn a_record_that_cannot_be_replayed_is_dead_lettered_not_lost() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let sentry = FakeSentry::start().await.expect("fake sentry");
     let config = config_with_project(Some(&sentry));
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create().expect("admin");
     admin

@@ -2,6 +2,7 @@
 //! gzip), 2.x (envelopes) and the Rust `sentry` crate (envelopes). Each
 //! event lands in its project's topic under the event id the SDK reported.
 
+use cyclops_common::ids::ProjectId;
 use std::time::Duration;
 
 use cyclops_common::config::ProjectKey;
@@ -24,7 +25,7 @@ async fn stored_event(topic: &str, event_id: &str) -> Stored {
 async fn python_sdk_sends(major: u8) -> Stored {
     let mut config = test_config();
     config.projects = vec![ProjectKey { id: PROJECT, public_key: KEY.into(), secret_key: None }];
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     let dsn = format!("http://{KEY}@{}/{PROJECT}", ingest.addr);
     let sent = python_sends(major, &dsn, "raised in python").await.expect("the SDK sends");
@@ -56,7 +57,7 @@ async fn python_sentry_sdk_2_sends_envelopes() {
 async fn the_rust_sentry_crate_sends_envelopes() {
     let mut config = test_config();
     config.projects = vec![ProjectKey { id: PROJECT, public_key: KEY.into(), secret_key: None }];
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     let dsn = format!("http://{KEY}@{}/{PROJECT}", ingest.addr);
     let sent = rust_sends(&dsn, "sent by the sentry crate").await.expect("the SDK sends");

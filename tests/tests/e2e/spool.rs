@@ -3,6 +3,7 @@
 //! counted and skipped; one process per spool directory; and a dead
 //! background task stops the service.
 
+use cyclops_common::ids::ProjectId;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -122,7 +123,7 @@ async fn ingest_killed_while_it_spools_delivers_every_answered_event_after_a_res
     let mut kafka = OwnKafka::start().await.expect("own kafka");
     kafka.warm_up().await.expect("warm");
     let config = config(&kafka.brokers);
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     kafka.kill().await.expect("kafka killed");
     let first = ServiceProcess::spawn(Which::Ingest, &config, &[]).await.expect("ingest");
     let base = first.url("");
@@ -156,7 +157,7 @@ async fn a_hung_broker_costs_one_produce_timeout_then_the_spool_answers() {
     kafka.warm_up().await.expect("warm");
     let mut config = config(&kafka.brokers);
     config.ingest.produce_timeout_ms = 1000;
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     let base = ingest.url("");
     assert_eq!(load(&base, 1, 1).await[0].status, 200, "the topic exists");
@@ -191,7 +192,7 @@ async fn a_full_spool_answers_503_and_what_it_holds_still_drains() {
     config.ingest.max_event_bytes = 16 << 10;
     config.ingest.max_envelope_bytes = 16 << 10;
     config.ingest.spool.max_bytes = 64 << 10;
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     let base = ingest.url("");
     assert_eq!(load(&base, 1, 1).await[0].status, 200, "the topic exists");
@@ -226,7 +227,7 @@ async fn a_corrupt_spooled_record_is_counted_and_skipped_and_the_rest_drains_at_
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let mut config = config(&format!("127.0.0.1:{closed}"));
     config.ingest.produce_timeout_ms = 500;
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config.clone()).await.expect("ingest");
     let answers = load(&ingest.url(""), 5, 1).await;
     assert!(answers.iter().all(|a| a.status == 200 && a.durability.as_deref() == Some("spool")), "{answers:?}");
@@ -339,7 +340,7 @@ async fn in_enqueue_mode_events_kafka_then_fails_to_take_are_spooled_and_deliver
     let mut config = config(&kafka.brokers);
     config.ingest.ack = cyclops_common::config::AckMode::Enqueue;
     config.ingest.produce_timeout_ms = 1000;
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     let base = ingest.url("");
     assert_eq!(load(&base, 1, 1).await[0].durability.as_deref(), Some("queued"), "the topic exists");
@@ -395,7 +396,7 @@ async fn a_spool_whose_disk_is_full_answers_503_spool_error_and_keeps_what_it_ha
     // Far more than the disk holds: the disk fills first.
     config.ingest.spool.max_bytes = 64 << 20;
     config.ingest.spool.dir = disk.0.path().join("spool").display().to_string();
-    let topic = topic_name(&config.kafka.topic_prefix, PROJECT);
+    let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(PROJECT));
     let ingest = spawn_ingest(config).await.expect("ingest");
     let base = ingest.url("");
     assert_eq!(load(&base, 1, 1).await[0].status, 200, "the topic exists");
