@@ -10,38 +10,64 @@ mod floods;
 mod report;
 mod targets;
 
+pub use cyclops_api::count::{Service, Summary};
 pub use floods::{MergedFlood, merge_floods, render_floods};
-pub use report::{FarmReport, Reply, Role, render_text};
+pub use report::{FarmReport, render_text};
 pub use targets::{TargetError, targets};
 
 use std::time::Duration;
 
-/// Asks every instance for `path` at once, each within `timeout`. An
-/// instance that does not answer, or answers with something other than a
-/// JSON 200, gives an error saying why; the others are unaffected.
-pub async fn fetch_all(
+use serde::de::DeserializeOwned;
+
+/// Why an instance gave no document.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("timed out")]
+    Timeout,
+    #[error("connection refused")]
+    Refused,
+    #[error("answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl FetchError {
+    /// The instance does not serve the path (a forwarder has no `/floods`).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Status(status) if *status == reqwest::StatusCode::NOT_FOUND)
+    }
+}
+
+/// Asks every instance for `path` at once, each within `timeout`, and reads
+/// the answer as a `T`. An instance that does not answer, or answers with
+/// something other than a 200 that reads as a `T`, gives an error saying
+/// why; the others are unaffected.
+pub async fn fetch_all<T: DeserializeOwned>(
     client: &reqwest::Client,
     instances: &[String],
     path: &str,
     timeout: Duration,
-) -> Vec<Result<serde_json::Value, String>> {
+) -> Vec<Result<T, FetchError>> {
     let asks = instances.iter().map(|base| async move {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let response = client.get(&url).timeout(timeout).send().await.map_err(|e| describe(&e))?;
         if !response.status().is_success() {
-            return Err(format!("answered {}", response.status()));
+            return Err(FetchError::Status(response.status()));
         }
-        response.json::<serde_json::Value>().await.map_err(|e| format!("not JSON: {e}"))
+        response.json::<T>().await.map_err(|e| FetchError::NotJson(e.to_string()))
     });
     futures::future::join_all(asks).await
 }
 
-fn describe(error: &reqwest::Error) -> String {
+fn describe(error: &reqwest::Error) -> FetchError {
     if error.is_timeout() {
-        "timed out".into()
+        FetchError::Timeout
     } else if error.is_connect() {
-        "connection refused".into()
+        FetchError::Refused
     } else {
-        error.to_string()
+        FetchError::Other(error.to_string())
     }
 }

@@ -70,14 +70,14 @@ async fn once(args: &Args, client: &reqwest::Client, instances: &[String], timeo
     if args.floods {
         // Every instance's whole list: an error just below one instance's
         // top N may still be in the farm's top N once the lists add up.
-        let replies = fetch_all(client, instances, "/floods?limit=1000", timeout).await;
+        let replies = fetch_all::<serde_json::Value>(client, instances, "/floods?limit=1000", timeout).await;
         let mut docs = Vec::new();
         let mut missing = String::new();
         for (url, reply) in instances.iter().zip(replies) {
             match reply {
                 Ok(doc) => docs.push(doc),
                 // Forwarders have no /floods: only ingest reports floods.
-                Err(e) if e.starts_with("answered 404") => {}
+                Err(e) if e.is_not_found() => {}
                 Err(e) => {
                     missing += &format!("{} not found ({e})\n", url.split_once("://").map_or(url.as_str(), |(_, r)| r))
                 }

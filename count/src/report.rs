@@ -13,56 +13,17 @@
 //! events: a farm-wide percentile cannot be rebuilt from per-instance ones
 //! exactly, and this is what Cyclops approximated too (it took the plain mean).
 
+use cyclops_api::count::{Service, Summary};
 use serde::Serialize;
-use serde_json::Value;
 
-/// What an instance is, from its `/count`'s `"service"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Ingest,
-    Forwarder,
-    /// An instance that does not say (the Python Cyclops, say): counted as ingest.
-    Unknown,
-}
-
-/// One instance's `/count`, as far as the report reads it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Reply {
-    pub service: Role,
-    pub count: u64,
-    pub average: f64,
-    pub percentile: f64,
-    pub processed: u64,
-    pub ignored: u64,
-}
-
-impl Reply {
-    pub fn from_json(count: &Value) -> Self {
-        let n = |k: &str| count[k].as_u64().or_else(|| count[k].as_f64().map(|f| f.max(0.0) as u64)).unwrap_or(0);
-        let f = |k: &str| count[k].as_f64().unwrap_or(0.0);
-        let service = match count["service"].as_str() {
-            Some("ingest") => Role::Ingest,
-            Some("forwarder") => Role::Forwarder,
-            _ => Role::Unknown,
-        };
-        Self {
-            service,
-            count: n("count"),
-            average: f("average"),
-            percentile: f("percentile"),
-            processed: n("processed"),
-            ignored: n("ignored"),
-        }
-    }
-}
+use crate::FetchError;
 
 /// One instance in the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceLine {
     pub url: String,
     #[serde(flatten)]
-    pub reply: Option<Reply>,
+    pub reply: Option<Summary>,
     /// Why the instance gave no count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -81,7 +42,7 @@ pub struct RoleTotals {
 }
 
 impl RoleTotals {
-    fn add(&mut self, r: &Reply) {
+    fn add(&mut self, r: &Summary) {
         let (before, weight) = (self.processed as f64, r.processed as f64);
         if before + weight > 0.0 {
             self.average_ms = (self.average_ms * before + r.average * weight) / (before + weight);
@@ -112,7 +73,7 @@ pub struct FarmReport {
 }
 
 impl FarmReport {
-    pub fn new(urls: &[String], replies: Vec<Result<Value, String>>) -> Self {
+    pub fn new(urls: &[String], replies: Vec<Result<Summary, FetchError>>) -> Self {
         let mut report = Self {
             instances: Vec::new(),
             to_send: 0,
@@ -122,18 +83,19 @@ impl FarmReport {
         };
         for (url, reply) in urls.iter().zip(replies) {
             match reply {
-                Ok(json) => {
-                    let reply = Reply::from_json(&json);
+                Ok(reply) => {
                     report.to_send += reply.count;
                     match reply.service {
-                        Role::Forwarder => report.forwarders.add(&reply),
-                        Role::Ingest | Role::Unknown => report.ingest.add(&reply),
+                        Service::Forwarder => report.forwarders.add(&reply),
+                        // The Python Cyclops does not say: it was the ingest side.
+                        Service::Ingest | Service::Unknown => report.ingest.add(&reply),
                     }
                     report.instances.push(InstanceLine { url: url.clone(), reply: Some(reply), error: None });
                 }
                 Err(error) => {
                     report.not_found += 1;
-                    report.instances.push(InstanceLine { url: url.clone(), reply: None, error: Some(error) });
+                    let error = Some(error.to_string());
+                    report.instances.push(InstanceLine { url: url.clone(), reply: None, error });
                 }
             }
         }
@@ -160,9 +122,9 @@ pub fn render_text(report: &FarmReport) -> String {
         match (&line.reply, &line.error) {
             (Some(r), _) => {
                 let role = match r.service {
-                    Role::Ingest => "ingest",
-                    Role::Forwarder => "forwarder",
-                    Role::Unknown => "unknown service",
+                    Service::Ingest => "ingest",
+                    Service::Forwarder => "forwarder",
+                    Service::Unknown => "unknown service",
                 };
                 out += &format!("{name} has still {} messages to process ({role})\n", r.count);
             }
@@ -207,6 +169,10 @@ mod tests {
 
     use super::*;
 
+    fn summary(json: serde_json::Value) -> Result<Summary, FetchError> {
+        Ok(serde_json::from_value(json).expect("a /count"))
+    }
+
     fn farm() -> FarmReport {
         let urls: Vec<String> =
             ["http://localhost:9000", "http://localhost:9001", "http://localhost:9002", "http://localhost:9003"]
@@ -215,16 +181,16 @@ mod tests {
         FarmReport::new(
             &urls,
             vec![
-                Ok(
+                summary(
                     json!({"service": "ingest", "count": 2, "average": 3.0, "percentile": 5.0, "processed": 100, "ignored": 900}),
                 ),
-                Ok(
+                summary(
                     json!({"service": "ingest", "count": 0, "average": 1.0, "percentile": 2.0, "processed": 300, "ignored": 100}),
                 ),
-                Ok(
+                summary(
                     json!({"service": "forwarder", "count": 40, "average": 80.0, "percentile": 120.0, "processed": 390, "ignored": 10}),
                 ),
-                Err("connection refused".into()),
+                Err(FetchError::Refused),
             ],
         )
     }
@@ -262,7 +228,7 @@ Average kafka acknowledgement time is 1.50ms and 90% Percentile is 2.75ms
     fn a_farm_of_forwarders_only_reads_like_cyclops() {
         let urls = vec!["http://a:1".to_owned()];
         let reply = json!({"service": "forwarder", "count": 5, "average": 10.0, "percentile": 20.0, "processed": 9, "ignored": 1});
-        let text = render_text(&FarmReport::new(&urls, vec![Ok(reply)]));
+        let text = render_text(&FarmReport::new(&urls, vec![summary(reply)]));
         assert!(text.contains("Total 9 processed items and 1 ignored items (10.00%).\n"), "{text}");
         assert!(!text.contains("kafka"), "{text}");
     }

@@ -114,6 +114,6 @@ impl Forwarder {
 }
 
 /// `/count`: see [`EngineStatus::count`].
-async fn count_handler(State(status): State<EngineStatus>) -> axum::Json<serde_json::Value> {
+async fn count_handler(State(status): State<EngineStatus>) -> axum::Json<cyclops_api::count::ForwarderCount> {
     axum::Json(status.count())
 }

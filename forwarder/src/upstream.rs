@@ -18,7 +18,7 @@ pub enum Outcome {
     Rejected(u16),
     /// Worth trying again later: 5xx, timeout, connection error, a 429
     /// without a hint.
-    Retry(&'static str),
+    Retry(RetryReason),
     /// Sentry's rate limit (a 429 with `X-Sentry-Rate-Limits` or
     /// `Retry-After`): this event waits that long. What else waits is in
     /// [`Answer::limits`] (`quota`), or the whole project (`Retry-After`).
@@ -27,10 +27,44 @@ pub enum Outcome {
     Malformed(crate::contract::Breach),
 }
 
+/// Why an attempt is to be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// No answer within `forwarder.request_timeout_ms`.
+    Timeout,
+    /// Sentry could not be connected to.
+    Connect,
+    /// Any other transport failure.
+    Transport,
+    /// A 429 without a hint of how long to wait.
+    RateLimited,
+    /// A 5xx.
+    ServerError,
+    /// A status neither success nor a configured refusal.
+    UnexpectedStatus,
+    /// The delivery task panicked.
+    Panic,
+}
+
+impl RetryReason {
+    /// The `reason` label of `cyclops_forwarder_retried_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::Transport => "transport",
+            Self::RateLimited => "rate_limited",
+            Self::ServerError => "server_error",
+            Self::UnexpectedStatus => "unexpected_status",
+            Self::Panic => "panic",
+        }
+    }
+}
+
 impl Outcome {
     /// Whether this answer says Sentry has too much to do (for pacing).
     pub fn is_overload(&self) -> bool {
-        matches!(self, Outcome::Retry(r) if *r != "unexpected_status")
+        matches!(self, Outcome::Retry(r) if *r != RetryReason::UnexpectedStatus)
             || matches!(self, Outcome::Held { quota: false, .. })
     }
 
@@ -145,9 +179,9 @@ impl Upstream {
         let sent = self.client.request(method, url).headers(headers).body(body).send().await;
         let response = match sent {
             Ok(response) => response,
-            Err(e) if e.is_timeout() => return Answer::local(Outcome::Retry("timeout")),
-            Err(e) if e.is_connect() => return Answer::local(Outcome::Retry("connect")),
-            Err(_) => return Answer::local(Outcome::Retry("transport")),
+            Err(e) if e.is_timeout() => return Answer::local(Outcome::Retry(RetryReason::Timeout)),
+            Err(e) if e.is_connect() => return Answer::local(Outcome::Retry(RetryReason::Connect)),
+            Err(_) => return Answer::local(Outcome::Retry(RetryReason::Transport)),
         };
         let status = response.status().as_u16();
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
@@ -187,7 +221,7 @@ pub fn rate_limited(limits: &[Limit], retry_after: Option<&str>, now: SystemTime
     }
     match retry_after.and_then(|r| parse_retry_after(r, now)) {
         Some(hold) => Outcome::Held { hold: clamp(hold), quota: false },
-        None => Outcome::Retry("rate_limited"),
+        None => Outcome::Retry(RetryReason::RateLimited),
     }
 }
 
@@ -197,11 +231,11 @@ pub fn classify(status: u16, refused: &[u16]) -> Outcome {
     match status {
         200..=299 => Outcome::Delivered,
         s if refused.contains(&s) => Outcome::Rejected(status),
-        429 => Outcome::Retry("rate_limited"),
-        500..=599 => Outcome::Retry("server_error"),
+        429 => Outcome::Retry(RetryReason::RateLimited),
+        500..=599 => Outcome::Retry(RetryReason::ServerError),
         // Anything else (404 from a wrong base_url, say) is most likely a
         // misconfiguration: keep the event and retry while it is fixed.
-        _ => Outcome::Retry("unexpected_status"),
+        _ => Outcome::Retry(RetryReason::UnexpectedStatus),
     }
 }
 
@@ -256,10 +290,10 @@ mod tests {
         for s in refused {
             assert_eq!(classify(s, &refused), Outcome::Rejected(s));
         }
-        assert_eq!(classify(429, &refused), Outcome::Retry("rate_limited"));
-        assert_eq!(classify(503, &refused), Outcome::Retry("server_error"));
-        assert_eq!(classify(404, &refused), Outcome::Retry("unexpected_status"));
-        assert_eq!(classify(403, &[400]), Outcome::Retry("unexpected_status"), "configurable");
+        assert_eq!(classify(429, &refused), Outcome::Retry(RetryReason::RateLimited));
+        assert_eq!(classify(503, &refused), Outcome::Retry(RetryReason::ServerError));
+        assert_eq!(classify(404, &refused), Outcome::Retry(RetryReason::UnexpectedStatus));
+        assert_eq!(classify(403, &[400]), Outcome::Retry(RetryReason::UnexpectedStatus), "configurable");
     }
 
     #[test]
@@ -288,20 +322,20 @@ mod tests {
         assert_eq!(rate_limited(None, Some("7")), held(7, false));
         assert_eq!(rate_limited(None, Some("0")), held(1, false), "at least a second");
         assert_eq!(rate_limited(Some("99999::org"), None), held(3600, true), "at most max_hold");
-        assert_eq!(rate_limited(None, None), Outcome::Retry("rate_limited"));
-        assert_eq!(rate_limited(Some("junk"), Some("junk")), Outcome::Retry("rate_limited"));
+        assert_eq!(rate_limited(None, None), Outcome::Retry(RetryReason::RateLimited));
+        assert_eq!(rate_limited(Some("junk"), Some("junk")), Outcome::Retry(RetryReason::RateLimited));
     }
 
     #[test]
     fn overload_and_network_failures_are_told_apart() {
-        assert!(Outcome::Retry("server_error").is_overload());
-        assert!(Outcome::Retry("timeout").is_overload());
+        assert!(Outcome::Retry(RetryReason::ServerError).is_overload());
+        assert!(Outcome::Retry(RetryReason::Timeout).is_overload());
         assert!(Outcome::Held { hold: Duration::from_secs(1), quota: false }.is_overload(), "plain Retry-After");
         assert!(!Outcome::Held { hold: Duration::from_secs(1), quota: true }.is_overload(), "a quota is not capacity");
-        assert!(!Outcome::Retry("unexpected_status").is_overload());
-        assert!(Outcome::Retry("server_error").is_network_failure(Some(503)));
-        assert!(!Outcome::Retry("server_error").is_network_failure(Some(500)));
-        assert!(Outcome::Retry("connect").is_network_failure(None));
+        assert!(!Outcome::Retry(RetryReason::UnexpectedStatus).is_overload());
+        assert!(Outcome::Retry(RetryReason::ServerError).is_network_failure(Some(503)));
+        assert!(!Outcome::Retry(RetryReason::ServerError).is_network_failure(Some(500)));
+        assert!(Outcome::Retry(RetryReason::Connect).is_network_failure(None));
         assert!(!Outcome::Rejected(400).is_network_failure(Some(400)));
     }
 

@@ -6,8 +6,8 @@
 #![no_main]
 
 use axum::http::{HeaderMap, HeaderValue};
-use cyclops_common::record::RecordHeaders;
 use cyclops_common::ids::{EventId, ProjectId};
+use cyclops_common::record::RecordHeaders;
 use cyclops_ingest::intake::auth::{Dsn, from_request};
 use libfuzzer_sys::fuzz_target;
 

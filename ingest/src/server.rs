@@ -1,6 +1,7 @@
 //! Building ingest from its configuration and serving it with a bounded
 //! graceful shutdown.
 
+use cyclops_api::count::{IngestCount, SpoolCount};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -253,18 +254,11 @@ fn keys_check(keys: &KeyStore) -> CheckResult {
     CheckResult { name: "sentry_keys", ok, critical: false, detail }
 }
 
-async fn count(State(intake): State<Arc<Intake>>) -> axum::Json<serde_json::Value> {
+async fn count(State(intake): State<Arc<Intake>>) -> axum::Json<IngestCount> {
     let mut count = intake.stats.count(intake.flood.fallback_active());
-    if let Some(object) = count.as_object_mut() {
-        let spool = intake.store.spool.as_ref().map_or(serde_json::json!({ "enabled": false }), |s| {
-            let mut c = s.count();
-            if let Some(c) = c.as_object_mut() {
-                c.insert("enabled".into(), true.into());
-                c.insert("kafka_down".into(), intake.store.kafka.down_for().is_some().into());
-            }
-            c
-        });
-        object.insert("spool".into(), spool);
+    if let Some(spool) = &intake.store.spool {
+        let state = spool.count(intake.store.kafka.down_for().is_some());
+        count.spool = SpoolCount { enabled: true, state: Some(state) };
     }
     axum::Json(count)
 }

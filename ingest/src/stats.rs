@@ -11,18 +11,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cyclops_api::count::{IngestCount, ProjectEvents, Service, SpoolCount, Summary};
 use cyclops_common::ids::ProjectId;
 use hdrhistogram::Histogram;
-use serde::Serialize;
 
 /// Most projects tracked one by one; past it, new projects count only in the totals.
 const MAX_PROJECTS: usize = 10_000;
-
-#[derive(Debug, Default, Clone, Copy, Serialize)]
-struct ProjectCounts {
-    processed: u64,
-    ignored: u64,
-}
 
 /// This instance's counters.
 #[derive(Debug)]
@@ -32,7 +26,7 @@ pub struct Stats {
     in_flight: Arc<AtomicI64>,
     ignored_by_reason: Mutex<BTreeMap<&'static str, u64>>,
     rejected_by_reason: Mutex<BTreeMap<&'static str, u64>>,
-    projects: Mutex<HashMap<u64, ProjectCounts>>,
+    projects: Mutex<HashMap<u64, ProjectEvents>>,
     /// Kafka acknowledgement times, in microseconds.
     ack_latency: Mutex<Histogram<u64>>,
 }
@@ -66,7 +60,7 @@ impl Drop for InFlight {
 }
 
 impl Stats {
-    fn project(&self, project: u64, update: impl FnOnce(&mut ProjectCounts)) {
+    fn project(&self, project: u64, update: impl FnOnce(&mut ProjectEvents)) {
         if let Ok(mut projects) = self.projects.lock()
             && (projects.len() < MAX_PROJECTS || projects.contains_key(&project))
         {
@@ -113,8 +107,8 @@ impl Stats {
         }
     }
 
-    /// The `/count` document.
-    pub fn count(&self, flood_fallback_active: bool) -> serde_json::Value {
+    /// The `/count` document, but for the spool's part, which the spool fills in.
+    pub fn count(&self, flood_fallback_active: bool) -> IngestCount {
         let (average, percentile) =
             self.ack_latency
                 .lock()
@@ -126,20 +120,24 @@ impl Stats {
                     }
                 })
                 .unwrap_or_default();
-        let projects: BTreeMap<String, ProjectCounts> =
-            self.projects.lock().map(|p| p.iter().map(|(id, c)| (id.to_string(), *c)).collect()).unwrap_or_default();
-        serde_json::json!({
-            "service": "ingest",
-            "count": self.in_flight.load(Ordering::Relaxed).max(0),
-            "average": average,
-            "percentile": percentile,
-            "processed": self.processed.load(Ordering::Relaxed),
-            "ignored": self.ignored.load(Ordering::Relaxed),
-            "ignored_by_reason": self.ignored_by_reason.lock().map(|m| m.clone()).unwrap_or_default(),
-            "rejected_by_reason": self.rejected_by_reason.lock().map(|m| m.clone()).unwrap_or_default(),
-            "projects": projects,
-            "flood_fallback_active": flood_fallback_active,
-        })
+        let by_reason = |m: &Mutex<BTreeMap<&'static str, u64>>| {
+            m.lock().map(|m| m.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()).unwrap_or_default()
+        };
+        IngestCount {
+            summary: Summary {
+                service: Service::Ingest,
+                count: u64::try_from(self.in_flight.load(Ordering::Relaxed)).unwrap_or(0),
+                average,
+                percentile,
+                processed: self.processed.load(Ordering::Relaxed),
+                ignored: self.ignored.load(Ordering::Relaxed),
+            },
+            ignored_by_reason: by_reason(&self.ignored_by_reason),
+            rejected_by_reason: by_reason(&self.rejected_by_reason),
+            projects: self.projects.lock().map(|p| p.iter().map(|(id, c)| (*id, *c)).collect()).unwrap_or_default(),
+            flood_fallback_active,
+            spool: SpoolCount { enabled: false, state: None },
+        }
     }
 }
 
@@ -160,15 +158,14 @@ mod tests {
         let guard = stats.in_flight();
         let count = stats.count(false);
         drop(guard);
-        assert_eq!(count["count"], 1);
-        assert_eq!((count["processed"].as_u64(), count["ignored"].as_u64()), (Some(2), Some(2)));
-        assert_eq!(count["ignored_by_reason"]["flood"], 1);
-        assert_eq!(count["rejected_by_reason"]["missing_auth"], 1);
-        assert_eq!(count["projects"]["1"]["processed"], 2);
-        assert_eq!(count["projects"]["2"]["ignored"], 1);
-        let average = count["average"].as_f64().expect("number");
-        assert!((average - 3.0).abs() < 0.01, "{average}");
-        assert!(count["percentile"].as_f64().expect("number") >= 3.99);
-        assert_eq!(stats.count(false)["count"], 0, "the guard gave it back");
+        assert_eq!(count.summary.count, 1);
+        assert_eq!((count.summary.processed, count.summary.ignored), (2, 2));
+        assert_eq!(count.ignored_by_reason["flood"], 1);
+        assert_eq!(count.rejected_by_reason["missing_auth"], 1);
+        assert_eq!(count.projects[&1].processed, 2);
+        assert_eq!(count.projects[&2].ignored, 1);
+        assert!((count.summary.average - 3.0).abs() < 0.01, "{}", count.summary.average);
+        assert!(count.summary.percentile >= 3.99);
+        assert_eq!(stats.count(false).summary.count, 0, "the guard gave it back");
     }
 }

@@ -19,7 +19,8 @@ use crate::metrics as m;
 use crate::pacing::backoff::Backoff;
 use crate::pacing::breaker::BreakerState;
 use crate::pacing::pacer::{Feedback, Gate, Pacer};
-use crate::upstream::{Answer, Limit, Outcome, Upstream};
+use crate::upstream::{Answer, Limit, Outcome, RetryReason, Upstream};
+use cyclops_api::count::Breaker;
 
 /// What comes back from a delivery task.
 #[derive(Debug)]
@@ -41,7 +42,7 @@ enum Done {
 pub struct PacingView {
     pub limit: u32,
     pub in_flight: u32,
-    pub breaker: &'static str,
+    pub breaker: cyclops_api::count::Breaker,
 }
 
 /// Everything the dispatcher needs.
@@ -146,7 +147,7 @@ impl Dispatcher {
             let delivery = std::panic::AssertUnwindSafe(upstream.deliver(&record, job.payload.clone()));
             let answer = delivery.catch_unwind().await.unwrap_or_else(|_| {
                 tracing::error!(topic = %job.topic, offset = job.offset, "delivery panicked; the event is retried");
-                Answer::local(Outcome::Retry("panic"))
+                Answer::local(Outcome::Retry(RetryReason::Panic))
             });
             // The receiver lives as long as the dispatcher; a send can only
             // fail after it stopped waiting, when nothing is committed anyway.
@@ -225,10 +226,10 @@ impl Dispatcher {
                 *outstanding += 1;
             }
             Outcome::Retry(reason) => {
-                metrics::counter!(m::RETRIED, "reason" => reason).increment(1);
+                metrics::counter!(m::RETRIED, "reason" => reason.label()).increment(1);
                 let backoff = job.backoff.get_or_insert_with(|| self.retry.clone());
                 let delay = backoff.next_delay(fastrand::f64());
-                tracing::debug!(%topic, partition, offset, reason, delay_ms = delay.as_millis() as u64, "sentry cannot take the event now; retrying");
+                tracing::debug!(%topic, partition, offset, reason = reason.label(), delay_ms = delay.as_millis() as u64, "sentry cannot take the event now; retrying");
                 self.shared.lock().retry_at(job, now + delay);
             }
             Outcome::Held { hold, quota } => {
@@ -310,9 +311,9 @@ impl Dispatcher {
                 limit: self.pacer.limit(),
                 in_flight: self.pacer.in_flight(),
                 breaker: match breaker {
-                    BreakerState::Closed => "closed",
-                    BreakerState::Probing => "probing",
-                    BreakerState::Open => "open",
+                    BreakerState::Closed => Breaker::Closed,
+                    BreakerState::Probing => Breaker::Probing,
+                    BreakerState::Open => Breaker::Open,
                 },
             };
         }

@@ -32,10 +32,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cyclops_api::count::{ForwarderCount, Hold, PartitionCount, ProjectBacklog, Service, Summary};
 use cyclops_common::config::{Config, PacingMode};
 use cyclops_common::shutdown::CancellationToken;
 use rdkafka::consumer::BaseConsumer;
-use serde_json::json;
 use tokio::time::Instant;
 
 use self::dispatch::{Dispatcher, PacingView};
@@ -231,7 +231,7 @@ impl EngineStatus {
     /// partitions this instance owns; `average`, `percentile` = Sentry's
     /// recent response times, ms; `processed` = delivered; `ignored` =
     /// dead-lettered), then the forwarder's own.
-    pub fn count(&self) -> serde_json::Value {
+    pub fn count(&self) -> ForwarderCount {
         let now = Instant::now();
         let (parts, holds, totals, buffered) = {
             let inner = self.shared.lock();
@@ -257,54 +257,64 @@ impl EngineStatus {
             };
         }
         let age = |ms: Option<i64>| ms.map(|t| (now_ms - t).max(0) as f64 / 1000.0);
-        let per_project: serde_json::Map<String, serde_json::Value> = projects
+        let per_project = projects
             .iter()
             .map(|(id, (backlog, oldest))| {
-                (id.to_string(), json!({"backlog": backlog, "oldest_pending_age_secs": age(*oldest)}))
+                (*id, ProjectBacklog { backlog: *backlog, oldest_pending_age_secs: age(*oldest) })
             })
             .collect();
-        let partitions: Vec<_> = parts
+        let partitions = parts
             .iter()
-            .map(|p| {
-                json!({
-                    "topic": &*p.topic, "partition": p.partition, "project": p.project, "backlog": p.backlog,
-                    "committed": p.committed, "high_watermark": p.high_watermark, "buffered": p.buffered,
-                    "paused": p.paused, "oldest_pending_age_secs": age(p.oldest_pending_ms),
-                    "backfill_gaps": p.gaps, "backfill_unread": p.gap_events,
-                })
+            .map(|p| PartitionCount {
+                topic: p.topic.to_string(),
+                partition: p.partition,
+                project: p.project,
+                backlog: p.backlog,
+                committed: p.committed,
+                high_watermark: p.high_watermark,
+                buffered: p.buffered,
+                paused: p.paused,
+                oldest_pending_age_secs: age(p.oldest_pending_ms),
+                backfill_gaps: p.gaps,
+                backfill_unread: p.gap_events,
             })
             .collect();
-        let holds: Vec<_> = holds
-            .iter()
-            .map(|(project, category, until)| {
-                // `category` null: every category of the project is held.
-                json!({"project": project, "category": category, "remaining_secs": until.duration_since(now).as_secs_f64()})
+        let holds = holds
+            .into_iter()
+            .map(|(project, category, until)| Hold {
+                project,
+                category,
+                remaining_secs: until.duration_since(now).as_secs_f64(),
             })
             .collect();
-        json!({
-            "service": "forwarder",
-            "count": parts.iter().map(|p| p.backlog).sum::<u64>(),
-            "average": average,
-            "percentile": percentile,
-            "processed": totals.delivered,
-            "ignored": totals.dead_lettered,
-            "buffered": buffered,
-            "oldest_pending_age_secs": age(parts.iter().filter_map(|p| p.oldest_pending_ms).min()),
-            "concurrency_limit": view.limit,
-            "in_flight": view.in_flight,
-            "breaker": view.breaker,
-            "holds": holds,
-            "projects": per_project,
-            "assigned_partitions": parts.len(),
-            // A forwarder beyond the partition count gets none: say so,
-            // rather than look like one with nothing to deliver.
-            "idle": parts.is_empty(),
-            "idle_reason": parts.is_empty().then_some(
+        // A forwarder beyond the partition count gets none: say so, rather
+        // than look like one with nothing to deliver.
+        let idle = parts.is_empty();
+        ForwarderCount {
+            summary: Summary {
+                service: Service::Forwarder,
+                count: parts.iter().map(|p| p.backlog).sum(),
+                average,
+                percentile,
+                processed: totals.delivered,
+                ignored: totals.dead_lettered,
+            },
+            buffered: buffered as u64,
+            oldest_pending_age_secs: age(parts.iter().filter_map(|p| p.oldest_pending_ms).min()),
+            concurrency_limit: view.limit,
+            in_flight: view.in_flight,
+            breaker: view.breaker,
+            holds,
+            projects: per_project,
+            assigned_partitions: parts.len(),
+            idle,
+            idle_reason: idle.then(|| {
                 "no partition assigned: the group has at least as many forwarders as the project topics have \
                  partitions (raise kafka.topic_partitions), or it is rebalancing"
-            ),
-            "partitions": partitions,
-        })
+                    .to_owned()
+            }),
+            partitions,
+        }
     }
 }
 

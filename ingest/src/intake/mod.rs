@@ -11,7 +11,7 @@
 //! A submission goes through the stages [`accept`] lists, each its own
 //! module: who sends ([`sender`], with [`auth`] and [`crate::keys`]), the
 //! body ([`body`], within the memory budget, [`budget`]), what it says
-//! ([`decode`], [`envelope`], [`payload`]), what becomes of it
+//! ([`decode`], [`mod@envelope`], [`payload`]), what becomes of it
 //! ([`decide`]), storing it ([`persist`], [`crate::durable`]) and the
 //! answer ([`answer`]). Every failure is one [`StoreError`] ([`error`]).
 

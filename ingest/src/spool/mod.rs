@@ -15,6 +15,7 @@ pub mod drain;
 pub mod store;
 mod writer;
 
+use cyclops_api::count::SpoolState;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -187,20 +188,21 @@ impl Spool {
         self.shared.bytes.load(Ordering::Relaxed) + size > self.max_bytes
     }
 
-    /// The spool in `/count`.
-    pub fn count(&self) -> serde_json::Value {
+    /// The spool in `/count`; `kafka_down` is [`crate::durable::KafkaState`]'s.
+    pub fn count(&self, kafka_down: bool) -> SpoolState {
         let s = &self.shared;
-        serde_json::json!({
-            "dir": self.dir.display().to_string(),
-            "records": s.records.load(Ordering::Relaxed),
-            "bytes": s.bytes.load(Ordering::Relaxed),
-            "max_bytes": self.max_bytes,
-            "oldest_age_secs": s.oldest_age().map(|d| d.as_secs()),
-            "appended": s.appended.load(Ordering::Relaxed),
-            "drained": s.drained.load(Ordering::Relaxed),
-            "corrupt": s.corrupt.load(Ordering::Relaxed),
-            "last_error": s.last_error.lock().ok().and_then(|e| e.clone()),
-        })
+        SpoolState {
+            kafka_down,
+            dir: self.dir.display().to_string(),
+            records: s.records.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+            max_bytes: self.max_bytes,
+            oldest_age_secs: s.oldest_age().map(|d| d.as_secs()),
+            appended: s.appended.load(Ordering::Relaxed),
+            drained: s.drained.load(Ordering::Relaxed),
+            corrupt: s.corrupt.load(Ordering::Relaxed),
+            last_error: s.last_error.lock().ok().and_then(|e| e.clone()),
+        }
     }
 
     /// The spool in `/ready`: degraded while it holds records or Kafka is
