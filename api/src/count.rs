@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// What an instance is.
@@ -30,20 +31,21 @@ fn unknown() -> Service {
 }
 
 /// Cyclops's `/count` fields. Read leniently, so that `cyclops-count` also
-/// sums the Python Cyclops: a missing field is 0 and a count may be written
-/// as a float.
+/// sums the Python Cyclops and whatever else answers like it: a field that
+/// is missing, `null` or not a number reads as 0 (a count may be written as
+/// a float), a `service` that is not one of ours as [`Service::Unknown`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
-    #[serde(default = "unknown")]
+    #[serde(default = "unknown", deserialize_with = "lenient_service")]
     pub service: Service,
     /// Events still to send.
     #[serde(default, deserialize_with = "lenient_u64")]
     pub count: u64,
     /// Mean response time, ms.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_f64")]
     pub average: f64,
     /// 90th percentile response time, ms.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_f64")]
     pub percentile: f64,
     #[serde(default, deserialize_with = "lenient_u64")]
     pub processed: u64,
@@ -51,20 +53,49 @@ pub struct Summary {
     pub ignored: u64,
 }
 
-/// A count written as an integer, or as a float (floored at 0).
+/// Any JSON value, read as a number when it is one.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient {
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+    Other(IgnoredAny),
+}
+
+/// A count written as an integer, or as a float (floored at 0); anything
+/// else is 0.
 fn lenient_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    Ok(match Lenient::deserialize(deserializer)? {
+        Lenient::Unsigned(n) => n,
+        Lenient::Signed(n) => u64::try_from(n).unwrap_or(0),
+        // Saturating: a float beyond u64 reads as u64::MAX, NaN as 0.
+        Lenient::Float(f) => f.max(0.0) as u64,
+        Lenient::Other(_) => 0,
+    })
+}
+
+/// A number; anything else is 0.
+fn lenient_f64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(match Lenient::deserialize(deserializer)? {
+        Lenient::Unsigned(n) => n as f64,
+        Lenient::Signed(n) => n as f64,
+        Lenient::Float(f) => f,
+        Lenient::Other(_) => 0.0,
+    })
+}
+
+/// One of our services' names; anything else is [`Service::Unknown`].
+fn lenient_service<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Service, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum Number {
-        Unsigned(u64),
-        Signed(i64),
-        Float(f64),
+    enum Named {
+        Known(Service),
+        Other(IgnoredAny),
     }
-    Ok(match Number::deserialize(deserializer)? {
-        Number::Unsigned(n) => n,
-        Number::Signed(n) => u64::try_from(n).unwrap_or(0),
-        // Saturating: a float beyond u64 reads as u64::MAX, NaN as 0.
-        Number::Float(f) => f.max(0.0) as u64,
+    Ok(match Named::deserialize(deserializer)? {
+        Named::Known(service) => service,
+        Named::Other(_) => Service::Unknown,
     })
 }
 
@@ -199,7 +230,11 @@ mod tests {
         assert_eq!((python.service, python.count, python.processed, python.ignored), (Service::Unknown, 3, 10, 0));
         let other: Summary = serde_json::from_str(r#"{"service": "relay", "count": -1}"#).expect("reads");
         assert_eq!((other.service, other.count), (Service::Unknown, 0));
-        assert!(serde_json::from_str::<Summary>(r#"{"count": "many"}"#).is_err(), "not a count");
+        let odd: Summary =
+            serde_json::from_str(r#"{"service": 7, "count": "many", "average": null, "processed": [1]}"#)
+                .expect("reads");
+        assert_eq!((odd.service, odd.count, odd.average, odd.processed), (Service::Unknown, 0, 0.0, 0), "as 0");
+        assert!(serde_json::from_str::<Summary>(r#""WORKING""#).is_err(), "not a /count at all");
     }
 
     #[test]

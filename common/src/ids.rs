@@ -24,9 +24,10 @@ impl ProjectId {
     }
 
     /// A project id as Sentry writes one in a path or a topic name: decimal
-    /// digits, no sign, no leading zero, nothing percent-encoded.
+    /// digits, no sign, no leading zero, nothing percent-encoded, at most 19
+    /// digits (Sentry's ids are signed 64-bit).
     pub fn parse_canonical(text: &str) -> Option<Self> {
-        let digits = !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit());
+        let digits = !text.is_empty() && text.len() <= 19 && text.bytes().all(|b| b.is_ascii_digit());
         if !digits || text.starts_with('0') {
             return None;
         }
@@ -112,8 +113,8 @@ mod tests {
     #[test]
     fn project_ids_must_be_canonical() {
         assert_eq!(ProjectId::parse_canonical("42"), Some(ProjectId::new(42)));
-        assert_eq!(ProjectId::parse_canonical("18446744073709551615"), Some(ProjectId::new(u64::MAX)));
-        for bad in ["", "0", "042", "+42", "-1", "4a", "%34%32", "18446744073709551616", "99999999999999999999"] {
+        assert_eq!(ProjectId::parse_canonical("9999999999999999999"), Some(ProjectId::new(9_999_999_999_999_999_999)));
+        for bad in ["", "0", "042", "+42", "-1", "4a", "%34%32", "10000000000000000000", "99999999999999999999"] {
             assert_eq!(ProjectId::parse_canonical(bad), None, "{bad}");
         }
     }

@@ -57,7 +57,9 @@ pub async fn fetch_all<T: DeserializeOwned>(
         if !response.status().is_success() {
             return Err(FetchError::Status(response.status()));
         }
-        response.json::<T>().await.map_err(|e| FetchError::NotJson(e.to_string()))
+        // Read, then parsed: serde's message says what is wrong, reqwest's would not.
+        let body = response.bytes().await.map_err(|e| describe(&e))?;
+        serde_json::from_slice::<T>(&body).map_err(|e| FetchError::NotJson(e.to_string()))
     });
     futures::future::join_all(asks).await
 }

@@ -107,7 +107,7 @@ impl Stats {
         }
     }
 
-    /// The `/count` document, but for the spool's part, which the spool fills in.
+    /// The `/count` document; its spool part says "off" (the `/count` handler fills it in from the spool).
     pub fn count(&self, flood_fallback_active: bool) -> IngestCount {
         let (average, percentile) =
             self.ack_latency

@@ -1,6 +1,6 @@
 //! What becomes of an understood submission: an empty envelope is answered
 //! and not stored; sampling is next (it costs nothing); then the flood
-//! filter, for submissions that carry an event. A dropped event is counted
+//! filter, for submissions that carry an error event (or a transaction). A dropped event is counted
 //! by reason and, when the flood filter dropped it, shown in `/floods`.
 //!
 //! Dropped events are answered 200 like stored ones: a 429 would make the

@@ -42,7 +42,6 @@ use axum::routing::post;
 use cyclops_common::config::Config;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-pub use auth::SentryAuth;
 pub use error::StoreError;
 pub use payload::Kind;
 

@@ -44,7 +44,7 @@ pub struct Understood {
     pub has_event: bool,
     /// The flood filter's key; `None` when there is no error event to count.
     pub fingerprint: Option<Fingerprint>,
-    /// The envelope header's `dsn`, for self-authenticating envelopes.
+    /// The envelope header's `dsn`, checked against the sender's key and project.
     pub dsn: Option<String>,
     /// The request to store instead of the one received, when ingest had to
     /// assign the event id.

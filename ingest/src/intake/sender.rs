@@ -22,8 +22,16 @@ const ENVELOPE_HEADER_MAX_BYTES: usize = 64 << 10;
 pub struct Sender {
     pub auth: SentryAuth,
     pub project: ProjectId,
-    /// The credentials came from the envelope header's `dsn`.
-    from_envelope: bool,
+    source: Source,
+}
+
+/// Where a sender's credentials were found.
+#[derive(Debug)]
+enum Source {
+    /// The headers or the query.
+    Request,
+    /// The envelope header's `dsn`, which named this project id (if any).
+    EnvelopeDsn { named: Option<u64> },
 }
 
 /// What the request head says of its sender.
@@ -46,7 +54,7 @@ pub fn identify(keys: &KeyStore, kind: Kind, head: &Head) -> Result<Identified, 
     match auth::from_request(&head.headers, head.query())? {
         Some(auth) => {
             let project = resolve(keys, &auth, path_project)?;
-            Ok(Identified::Known(Sender { auth, project, from_envelope: false }))
+            Ok(Identified::Known(Sender { auth, project, source: Source::Request }))
         }
         None if kind == Kind::Envelope => Ok(Identified::InEnvelope { path_project }),
         None => Err(StoreError::MissingAuth),
@@ -67,10 +75,7 @@ pub fn from_envelope_header(
     let named = dsn.project;
     let auth = dsn.auth()?;
     let project = resolve(keys, &auth, path_project)?;
-    if named.is_some_and(|named| named != project.get()) {
-        return Err(project_mismatch());
-    }
-    Ok(Sender { auth, project, from_envelope: true })
+    Ok(Sender { auth, project, source: Source::EnvelopeDsn { named } })
 }
 
 fn resolve(keys: &KeyStore, auth: &SentryAuth, path_project: Option<ProjectId>) -> Result<ProjectId, StoreError> {
@@ -80,24 +85,23 @@ fn resolve(keys: &KeyStore, auth: &SentryAuth, path_project: Option<ProjectId>) 
 impl Sender {
     /// Refuses an envelope whose header `dsn` names another key or another
     /// project than its sender, as Relay does (an invalid envelope), rather
-    /// than storing it for Sentry to refuse later.
+    /// than storing it for Sentry to refuse later. Checked once the payload
+    /// is understood, so that a payload's own fault is what is answered.
     pub fn check_envelope_dsn(&self, dsn: Option<&str>) -> Result<(), StoreError> {
-        // The sender was read, and its project checked, from this very `dsn`.
-        if self.from_envelope {
-            return Ok(());
-        }
-        let Some(dsn) = dsn.and_then(Dsn::parse) else { return Ok(()) };
-        if !dsn.public_key.is_empty() && dsn.public_key != self.auth.public_key {
-            return Err(StoreError::InvalidEnvelope("header mismatch: public key".into()));
-        }
-        if dsn.project.is_some_and(|named| named != self.project.get()) {
-            return Err(project_mismatch());
+        let named = match self.source {
+            // The sender was read from this very `dsn`, parsed once.
+            Source::EnvelopeDsn { named } => named,
+            Source::Request => {
+                let Some(dsn) = dsn.and_then(Dsn::parse) else { return Ok(()) };
+                if !dsn.public_key.is_empty() && dsn.public_key != self.auth.public_key {
+                    return Err(StoreError::InvalidEnvelope("header mismatch: public key".into()));
+                }
+                dsn.project
+            }
+        };
+        if named.is_some_and(|named| named != self.project.get()) {
+            return Err(StoreError::InvalidEnvelope("header mismatch: project id".into()));
         }
         Ok(())
     }
-}
-
-/// An envelope whose `dsn` names another project than the one it is sent to.
-fn project_mismatch() -> StoreError {
-    StoreError::InvalidEnvelope("header mismatch: project id".into())
 }

@@ -256,6 +256,11 @@ async fn every_auth_form_and_every_auth_failure() {
         format!("{{\"dsn\":\"http://{KEY}@example.com/{}\",\"event_id\":\"{}\"}}\n", PROJECT + 1, event_id())
             .into_bytes();
     let ev = || event(&event_id(), "auth");
+    // The payload's own fault is answered before a dsn mismatch, as before
+    // the stages were split: an event item past max_event_bytes is a 413.
+    let mut other_project_too_large = other_project_dsn.clone();
+    other_project_too_large.extend_from_slice(b"{\"type\":\"event\"}\n");
+    other_project_too_large.extend_from_slice(format!("{{\"message\":\"{}\"}}\n", "x".repeat(2 << 20)).as_bytes());
     let cases: Vec<AuthCase> = vec![
         ("x-sentry-auth", store.clone(), vec![("x-sentry-auth", &good)], ev(), 200),
         ("authorization", store.clone(), vec![("authorization", &good)], ev(), 200),
@@ -269,6 +274,13 @@ async fn every_auth_form_and_every_auth_failure() {
         ("another project's key", store.clone(), vec![("x-sentry-auth", &other)], ev(), 403),
         ("non-numeric project", "/api/abc/store/".into(), vec![("x-sentry-auth", &good)], ev(), 400),
         ("dsn of another project", format!("/api/{PROJECT}/envelope/"), vec![], other_project_dsn.clone(), 400),
+        (
+            "dsn of another project, event too large",
+            format!("/api/{PROJECT}/envelope/"),
+            vec![],
+            other_project_too_large,
+            413,
+        ),
         (
             "header auth, dsn of another project",
             format!("/api/{PROJECT}/envelope/"),
