@@ -67,13 +67,7 @@ impl Ingest {
         let stats = Arc::new(Stats::default());
         let keys = Arc::new(KeyStore::new(&config.projects, config.ingest.restrict_api_access));
         let redis = crate::flood::redis_client::client(&config.redis)?;
-        let flood = FloodFilter::new(
-            config.ingest.flood.max_uses,
-            Duration::from_secs(config.ingest.flood.window_secs),
-            redis.clone(),
-            &config.redis.key_prefix,
-            Duration::from_millis(config.redis.timeout_ms),
-        );
+        let flood = FloodFilter::new(&config.ingest.flood, &config.redis, redis.clone());
         if let Some(connector) = flood.take_connector() {
             let stop = shutdown.clone();
             supervisor.spawn("redis-connector", Lifetime::Once, async move {

@@ -5,6 +5,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
+use super::ConfigError;
+use super::load::key_error;
+use crate::ids::ProjectId;
+
 /// `[forwarder]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -125,5 +129,93 @@ impl Default for ForwarderConfig {
             breaker_grace_secs: 10,
             breaker_max_probe_secs: 60,
         }
+    }
+}
+
+impl ForwarderConfig {
+    /// Checks what types alone cannot; an error names the key.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=3600).contains(&self.topic_refresh_secs) {
+            return Err(key_error("forwarder.topic_refresh_secs", "must be between 1 and 3600 seconds"));
+        }
+        if let Some(bad) = self.dead_letter_statuses.iter().find(|s| !(400..=499).contains(*s) || **s == 429) {
+            return Err(key_error(
+                "forwarder.dead_letter_statuses",
+                format!("{bad} is not a 4xx status that means \"never again\" (429 is a rate limit)"),
+            ));
+        }
+        let dlq = &self.deadletter_topic;
+        if !dlq.is_empty() && !dlq.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+            return Err(key_error("forwarder.deadletter_topic", format!("not a valid Kafka topic name: {dlq:?}")));
+        }
+        if !(1000..=3_600_000).contains(&self.session_timeout_ms) {
+            return Err(key_error("forwarder.session_timeout_ms", "must be between 1000 and 3600000"));
+        }
+        if self.concurrency_min == 0 {
+            return Err(key_error("forwarder.concurrency_min", "must be at least 1"));
+        }
+        if self.concurrency_max < self.concurrency_min || self.concurrency_max > 10_000 {
+            return Err(key_error("forwarder.concurrency_max", "must be between concurrency_min and 10000"));
+        }
+        if !(self.concurrency_min..=self.concurrency_max).contains(&self.concurrency_initial) {
+            return Err(key_error(
+                "forwarder.concurrency_initial",
+                "must be between concurrency_min and concurrency_max",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_requests_to_average) {
+            return Err(key_error("forwarder.max_requests_to_average", "must be between 1 and 1000000"));
+        }
+        if self.jump_threshold_events == 0 {
+            return Err(key_error("forwarder.jump_threshold_events", "must be at least 1"));
+        }
+        if !(1..=100).contains(&self.backfill_share_percent) {
+            return Err(key_error("forwarder.backfill_share_percent", "must be between 1 and 100"));
+        }
+        for (project, weight) in &self.project_weights {
+            if ProjectId::parse_canonical(project).is_none() {
+                return Err(key_error("forwarder.project_weights", format!("{project:?} is not a project id")));
+            }
+            if !(1..=1000).contains(weight) {
+                return Err(key_error(
+                    "forwarder.project_weights",
+                    format!("project {project}: weight must be 1 to 1000"),
+                ));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.buffer_events_per_partition) {
+            return Err(key_error("forwarder.buffer_events_per_partition", "must be between 1 and 1000000"));
+        }
+        if !(10..=60_000).contains(&self.commit_interval_ms) {
+            return Err(key_error("forwarder.commit_interval_ms", "must be between 10 and 60000"));
+        }
+        if self.retry_initial_ms == 0 {
+            return Err(key_error("forwarder.retry_initial_ms", "must be at least 1"));
+        }
+        if self.retry_max_ms < self.retry_initial_ms {
+            return Err(key_error("forwarder.retry_max_ms", "must be at least retry_initial_ms"));
+        }
+        if self.max_hold_secs == 0 {
+            return Err(key_error("forwarder.max_hold_secs", "must be at least 1"));
+        }
+        if self.breaker_max_probe_secs == 0 {
+            return Err(key_error("forwarder.breaker_max_probe_secs", "must be at least 1"));
+        }
+        if self.group_id.is_empty() || self.group_id.len() > 200 {
+            return Err(key_error("forwarder.group_id", "must be 1 to 200 characters"));
+        }
+        if self.request_timeout_ms == 0 || self.request_timeout_ms > 600_000 {
+            return Err(key_error(
+                "forwarder.request_timeout_ms",
+                format!("must be between 1 and 600000 milliseconds, got {}", self.request_timeout_ms),
+            ));
+        }
+        if self.drain_timeout_secs == 0 || self.drain_timeout_secs > 3600 {
+            return Err(key_error(
+                "forwarder.drain_timeout_secs",
+                format!("must be between 1 and 3600 seconds, got {}", self.drain_timeout_secs),
+            ));
+        }
+        Ok(())
     }
 }

@@ -5,6 +5,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
+use super::ConfigError;
+use super::load::key_error;
+use crate::ids::ProjectId;
+
 /// `[ingest]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -242,5 +246,117 @@ impl SpoolConfig {
     /// The spool directory for an instance listening on `port`.
     pub fn dir_for(&self, port: u16) -> std::path::PathBuf {
         std::path::PathBuf::from(self.dir.replace("{port}", &port.to_string()))
+    }
+}
+
+impl IngestConfig {
+    /// Checks what types alone cannot; an error names the key.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.flood.max_uses == 0 {
+            return Err(key_error(
+                "ingest.flood.max_uses",
+                "must be at least 1 (use window_secs = 0 to turn the filter off)",
+            ));
+        }
+        if self.flood.window_secs > 86_400 {
+            return Err(key_error("ingest.flood.window_secs", "must be at most 86400 seconds"));
+        }
+        for (project, percent) in &self.sampling.ignore_percentage {
+            if ProjectId::parse_canonical(project).is_none() {
+                return Err(key_error("ingest.sampling.ignore_percentage", format!("{project:?} is not a project id")));
+            }
+            if !(0.0..=100.0).contains(percent) {
+                return Err(key_error(
+                    "ingest.sampling.ignore_percentage",
+                    format!("project {project}: {percent} is not a percentage from 0 to 100"),
+                ));
+            }
+        }
+        // Kafka must take the largest body in one record; 100 MiB is far past any sane broker limit.
+        if !(1024..=100 << 20).contains(&self.max_envelope_bytes) {
+            return Err(key_error("ingest.max_envelope_bytes", "must be between 1024 and 104857600 bytes"));
+        }
+        if self.max_event_bytes < 1024 || self.max_event_bytes > self.max_envelope_bytes {
+            return Err(key_error(
+                "ingest.max_event_bytes",
+                "must be between 1024 bytes and ingest.max_envelope_bytes",
+            ));
+        }
+        if self.max_in_flight_bytes < self.max_envelope_bytes {
+            return Err(key_error("ingest.max_in_flight_bytes", "must be at least ingest.max_envelope_bytes"));
+        }
+        if !(1..=100).contains(&self.in_flight_client_percent) {
+            return Err(key_error("ingest.in_flight_client_percent", "must be between 1 and 100"));
+        }
+        if self.max_in_flight_bytes / 100 * usize::from(self.in_flight_client_percent) < 2 * self.max_envelope_bytes {
+            return Err(key_error(
+                "ingest.in_flight_client_percent",
+                "must leave one client room for a compressed envelope and its decoded copy (twice \
+                 ingest.max_envelope_bytes of ingest.max_in_flight_bytes)",
+            ));
+        }
+        if !(1..=600_000).contains(&self.in_flight_wait_ms) {
+            return Err(key_error("ingest.in_flight_wait_ms", "must be between 1 and 600000 milliseconds"));
+        }
+        let c = &self.connections;
+        if !(1..=1_000_000).contains(&c.max_connections) {
+            return Err(key_error("ingest.connections.max_connections", "must be between 1 and 1000000"));
+        }
+        for (key, ms) in [
+            ("ingest.connections.request_head_timeout_ms", c.request_head_timeout_ms),
+            ("ingest.connections.body_timeout_ms", c.body_timeout_ms),
+            ("ingest.connections.keepalive_idle_timeout_ms", c.keepalive_idle_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                return Err(key_error(key, "must be between 100 and 3600000 milliseconds"));
+            }
+        }
+        if self.update_period_secs == 0 || self.update_period_secs > 86_400 {
+            return Err(key_error("ingest.update_period_secs", "must be between 1 and 86400 seconds"));
+        }
+        if let Some(url) = &self.sentry_database_url
+            && !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://"))
+        {
+            return Err(key_error("ingest.sentry_database_url", "must be a postgres:// or postgresql:// URL"));
+        }
+        let spool = &self.spool;
+        if spool.enabled && spool.dir.trim().is_empty() {
+            return Err(key_error("ingest.spool.dir", "must not be empty"));
+        }
+        // One record must fit, or every spooled event would be refused.
+        if spool.max_bytes < 2 * self.max_envelope_bytes as u64 {
+            return Err(key_error("ingest.spool.max_bytes", "must be at least twice ingest.max_envelope_bytes"));
+        }
+        if spool.max_age_secs == 0 {
+            return Err(key_error("ingest.spool.max_age_secs", "must be greater than 0"));
+        }
+        if !(1..=100_000).contains(&spool.batch_max_records) {
+            return Err(key_error("ingest.spool.batch_max_records", "must be between 1 and 100000"));
+        }
+        if spool.commit_delay_us > 100_000 {
+            return Err(key_error("ingest.spool.commit_delay_us", "must be at most 100000 microseconds"));
+        }
+        if !(1..=10_000).contains(&spool.drain_batch_records) {
+            return Err(key_error("ingest.spool.drain_batch_records", "must be between 1 and 10000"));
+        }
+        if !(100..=600_000).contains(&spool.drain_retry_max_ms) {
+            return Err(key_error("ingest.spool.drain_retry_max_ms", "must be between 100 and 600000 milliseconds"));
+        }
+        if self.produce_timeout_ms == 0 || self.produce_timeout_ms > 600_000 {
+            return Err(key_error(
+                "ingest.produce_timeout_ms",
+                format!("must be between 1 and 600000 milliseconds, got {}", self.produce_timeout_ms),
+            ));
+        }
+        if self.shutdown_delay_ms > 600_000 {
+            return Err(key_error("ingest.shutdown_delay_ms", "must be at most 600000 milliseconds"));
+        }
+        if self.drain_timeout_secs == 0 || self.drain_timeout_secs > 3600 {
+            return Err(key_error(
+                "ingest.drain_timeout_secs",
+                format!("must be between 1 and 3600 seconds, got {}", self.drain_timeout_secs),
+            ));
+        }
+        Ok(())
     }
 }

@@ -13,6 +13,7 @@ mod load;
 
 use serde::{Deserialize, Serialize};
 
+use self::load::key_error;
 use crate::secret::Secret;
 
 pub use forwarder::{ForwarderConfig, PacingMode};
@@ -65,6 +66,41 @@ pub struct RedisConfig {
     pub timeout_ms: u64,
 }
 
+impl RedisConfig {
+    /// Checks what types alone cannot; an error names the key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.url {
+            // The schemes the redis crate connects to; the URL may hold a
+            // password: the error shows it redacted.
+            url::Url::parse(url.expose())
+                .ok()
+                .filter(|u| {
+                    matches!(
+                        u.scheme(),
+                        "redis" | "rediss" | "redis+unix" | "unix" | "valkey" | "valkeys" | "valkey+unix"
+                    )
+                })
+                .ok_or_else(|| {
+                    key_error("redis.url", format!("not a redis:// or rediss:// URL: {}", url.redacted_url()))
+                })?;
+        }
+        if let Some(path) = &self.tls_ca_location {
+            if !self.url.as_ref().is_some_and(|u| u.expose().starts_with("rediss://")) {
+                return Err(key_error("redis.tls_ca_location", "is only used with a rediss:// redis.url"));
+            }
+            std::fs::File::open(path)
+                .map_err(|e| key_error("redis.tls_ca_location", format!("cannot read {path:?}: {e}")))?;
+        }
+        if self.key_prefix.is_empty() {
+            return Err(key_error("redis.key_prefix", "must not be empty"));
+        }
+        if !(1..=10_000).contains(&self.timeout_ms) {
+            return Err(key_error("redis.timeout_ms", "must be between 1 and 10000 milliseconds"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for RedisConfig {
     fn default() -> Self {
         Self { url: None, tls_ca_location: None, key_prefix: "cyclops:flood:".into(), timeout_ms: 50 }
@@ -84,6 +120,18 @@ pub struct SentryConfig {
     /// Base URL of the Sentry the forwarder delivers to (Cyclops
     /// `SENTRY_BASE_URL`). Defaults to `http://127.0.0.1:9000`.
     pub base_url: String,
+}
+
+impl SentryConfig {
+    /// Checks what types alone cannot; an error names the key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let base = &self.base_url;
+        let parsed = url::Url::parse(base).map_err(|e| key_error("sentry.base_url", format!("{e}: {base:?}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+            return Err(key_error("sentry.base_url", format!("must be an http(s) URL with a host, got {base:?}")));
+        }
+        Ok(())
+    }
 }
 
 impl Default for SentryConfig {
@@ -107,6 +155,32 @@ pub struct ProjectKey {
 }
 
 /// Writes [`DEFAULT_CONFIG_TOML`] to `path`; refuses to overwrite a file.
+/// Checks `[[projects]]`: ids from 1, alphanumeric keys, each key once.
+fn validate_projects(projects: &[ProjectKey]) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, p) in projects.iter().enumerate() {
+        if p.id == 0 || p.id > i64::MAX as u64 {
+            return Err(key_error(
+                &format!("projects[{i}].id"),
+                "project ids start at 1 and are at most 9223372036854775807 (Sentry's are signed 64-bit)",
+            ));
+        }
+        if p.public_key.is_empty() || !p.public_key.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(key_error(
+                &format!("projects[{i}].public_key"),
+                format!("must be non-empty and alphanumeric, got {:?}", p.public_key),
+            ));
+        }
+        if !seen.insert(p.public_key.as_str()) {
+            return Err(key_error(
+                &format!("projects[{i}].public_key"),
+                format!("key {:?} is listed twice; a key belongs to one project", p.public_key),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn write_default(path: &std::path::Path) -> std::io::Result<()> {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()

@@ -26,6 +26,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use cyclops_common::config::{FloodConfig, RedisConfig};
 use cyclops_common::ids::{Fingerprint, ProjectId};
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
@@ -228,11 +229,14 @@ impl std::fmt::Debug for FloodFilter {
 }
 
 impl FloodFilter {
-    /// A filter passing `max_uses` per `window` (a zero window disables it),
-    /// shared through `redis` when given. The Redis connection
-    /// is made by the future [`Self::take_connector`] returns, which the
-    /// service runs in the background; until then the filter counts in process.
-    pub fn new(max_uses: u64, window: Duration, redis: Option<redis::Client>, prefix: &str, timeout: Duration) -> Self {
+    /// A filter passing `flood.max_uses` per `flood.window_secs` (a zero
+    /// window disables it), shared through `redis` (made from `redis_config`)
+    /// when given. The Redis connection is made by the future
+    /// [`Self::take_connector`] returns, which the service runs in the
+    /// background; until then the filter counts in process.
+    pub fn new(flood: &FloodConfig, redis_config: &RedisConfig, redis: Option<redis::Client>) -> Self {
+        let (max_uses, window) = (flood.max_uses, Duration::from_secs(flood.window_secs));
+        let (prefix, timeout) = (redis_config.key_prefix.as_str(), Duration::from_millis(redis_config.timeout_ms));
         let mut connector: Option<Connector> = None;
         let redis = match redis {
             Some(client) => {
@@ -379,6 +383,14 @@ impl FloodFilter {
 mod tests {
     use super::*;
 
+    fn flood(max_uses: u64, window_secs: u64) -> FloodConfig {
+        FloodConfig { max_uses, window_secs, ..FloodConfig::default() }
+    }
+
+    fn redis_config(timeout_ms: u64) -> RedisConfig {
+        RedisConfig { key_prefix: "t:".into(), timeout_ms, ..RedisConfig::default() }
+    }
+
     #[test]
     fn local_windows_count_and_reset() {
         let counter = LocalCounter::default();
@@ -407,7 +419,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_process_filter_passes_max_uses_then_drops() {
-        let filter = FloodFilter::new(3, Duration::from_secs(60), None, "t:", Duration::from_millis(50));
+        let filter = FloodFilter::new(&flood(3, 60), &redis_config(50), None);
         let verdicts: Vec<Verdict> = check_n(&filter, 5).await;
         assert_eq!(
             verdicts,
@@ -437,7 +449,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_zero_window_disables_the_filter() {
-        let filter = FloodFilter::new(1, Duration::ZERO, None, "t:", Duration::from_millis(50));
+        let filter = FloodFilter::new(&flood(1, 0), &redis_config(50), None);
         for _ in 0..5 {
             assert_eq!(filter.check(ProjectId::new(1), &Fingerprint::new("fp")).await, Verdict::Pass { count: 0 });
         }
@@ -447,7 +459,7 @@ mod tests {
     async fn an_unreachable_redis_falls_back_to_counting_in_process() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).expect("url");
-        let filter = FloodFilter::new(2, Duration::from_secs(60), Some(client), "t:", Duration::from_millis(200));
+        let filter = FloodFilter::new(&flood(2, 60), &redis_config(200), Some(client));
         assert_eq!(filter.check(ProjectId::new(1), &Fingerprint::new("fp")).await, Verdict::Pass { count: 1 });
         assert!(filter.fallback_active());
         assert_eq!(filter.check(ProjectId::new(1), &Fingerprint::new("fp")).await, Verdict::Pass { count: 2 });
