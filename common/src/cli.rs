@@ -1,4 +1,5 @@
-//! Command-line flags both services accept, Cyclops-style.
+//! The command line both services share, Cyclops-style: [`ServiceCli`]
+//! with its flags ([`ServiceArgs`]) and each service's own subcommands.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -29,6 +30,35 @@ impl ServiceArgs {
     pub fn load_config(&self, service: Service) -> Result<Config, ConfigError> {
         let flags = Overrides { bind: self.bind, port: self.port };
         crate::config::load(self.conf.as_deref(), std::env::vars(), service, &flags)
+    }
+}
+
+/// A service's command line: the flags of [`ServiceArgs`], and the
+/// subcommands `C` of its own (ingest's `init`, the forwarder's `replay`).
+#[derive(Debug, clap::Parser)]
+#[command(version)]
+pub struct ServiceCli<C: clap::Subcommand> {
+    #[command(flatten)]
+    pub args: ServiceArgs,
+    #[command(subcommand)]
+    pub command: Option<C>,
+}
+
+impl<C: clap::Subcommand> ServiceCli<C> {
+    /// Parses the process's arguments for the binary `name`, which `about`
+    /// describes in `--help`; exits with clap's message on bad flags.
+    pub fn parse_for(name: &'static str, about: &'static str) -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().name(name).bin_name(name).about(about).get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The configuration, or exit [`EXIT_CONFIG`] with a line naming the bad key.
+    pub fn config_or_exit(&self, service: Service) -> Config {
+        self.args.load_config(service).unwrap_or_else(|e| {
+            crate::say!("{}: {e}", service.binary());
+            std::process::exit(EXIT_CONFIG);
+        })
     }
 }
 

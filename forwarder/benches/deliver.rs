@@ -192,26 +192,6 @@ async fn backlog(prefix: &str, count: usize, kind: Kind) -> f64 {
     bodies.iter().map(Vec::len).sum::<usize>() as f64 / bodies.len() as f64
 }
 
-/// CPU seconds the process has used (user + system).
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn memory_mib(pid: u32, key: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 struct Forwarder {
     child: tokio::process::Child,
     pid: u32,
@@ -222,13 +202,7 @@ async fn start_forwarder(config: &Config) -> Forwarder {
     let mut conf = tempfile::NamedTempFile::new().expect("temp file");
     conf.write_all(toml::to_string(config).expect("toml").as_bytes()).expect("write");
     let program = env!("CARGO_BIN_EXE_cyclops-forwarder");
-    let mut command = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
-        let mut c = tokio::process::Command::new("taskset");
-        c.args(["-c", "0", program]);
-        c
-    } else {
-        tokio::process::Command::new(program)
-    };
+    let mut command = tokio::process::Command::from(cyclops_bench_support::pinned(program, 0));
     let mut child = command
         .arg("--conf")
         .arg(conf.path())
@@ -302,19 +276,23 @@ async fn run(case: Case, warmup: Duration, measure: Duration) -> Row {
     let (count0, bytes0, cpu0, t0) = (
         up.answered.load(Ordering::Relaxed),
         up.bytes.load(Ordering::Relaxed),
-        cpu_secs(forwarder.pid),
+        cyclops_bench_support::cpu_time(forwarder.pid).as_secs_f64(),
         Instant::now(),
     );
     tokio::time::sleep(measure).await;
-    let (count1, bytes1, cpu1, elapsed) =
-        (up.answered.load(Ordering::Relaxed), up.bytes.load(Ordering::Relaxed), cpu_secs(forwarder.pid), t0.elapsed());
+    let (count1, bytes1, cpu1, elapsed) = (
+        up.answered.load(Ordering::Relaxed),
+        up.bytes.load(Ordering::Relaxed),
+        cyclops_bench_support::cpu_time(forwarder.pid).as_secs_f64(),
+        t0.elapsed(),
+    );
     let delivered = (count1 - count0) as f64;
     let (p50_ms, p90_ms) = up
         .seen
         .lock()
         .map(|s| (s.value_at_quantile(0.5) as f64 / 1000.0, s.value_at_quantile(0.9) as f64 / 1000.0))
         .unwrap_or_default();
-    let rss_mib = memory_mib(forwarder.pid, "VmHWM:");
+    let rss_mib = cyclops_bench_support::memory_mib(forwarder.pid, "VmHWM:");
     if count1 as usize >= events {
         eprintln!("warning: {name}: the backlog ran out during the measurement; the rate is a lower bound");
     }
@@ -338,7 +316,10 @@ async fn rss_with_backlog(events: usize, watch: Duration) -> (f64, f64, u64) {
     backlog(&config.kafka.topic_prefix, events, Kind::Store).await;
     let mut forwarder = start_forwarder(&config).await;
     tokio::time::sleep(watch).await;
-    let (peak, now) = (memory_mib(forwarder.pid, "VmHWM:"), memory_mib(forwarder.pid, "VmRSS:"));
+    let (peak, now) = (
+        cyclops_bench_support::memory_mib(forwarder.pid, "VmHWM:"),
+        cyclops_bench_support::memory_mib(forwarder.pid, "VmRSS:"),
+    );
     forwarder.child.kill().await.ok();
     (peak, now, up.answered.load(Ordering::Relaxed))
 }
@@ -362,19 +343,7 @@ fn main() {
         return;
     }
     // This program on core 1, the forwarder on core 0.
-    if std::env::var("CYCLOPS_BENCH_PINNED").is_err()
-        && std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
-    {
-        let exe = std::env::current_exe().expect("current exe");
-        let status = std::process::Command::new("taskset")
-            .args(["-c", "1"])
-            .arg(exe)
-            .arg("--bench")
-            .env("CYCLOPS_BENCH_PINNED", "1")
-            .status()
-            .expect("taskset");
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    cyclops_bench_support::run_on_core(1);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     runtime.block_on(async {
         println!("cyclops-forwarder delivery benchmark: forwarder on core 0, Kafka backlog and fake Sentry on core 1");

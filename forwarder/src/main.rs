@@ -2,20 +2,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use clap::{Parser, Subcommand};
-use cyclops_common::cli::{EXIT_CONFIG, EXIT_FAILURE, ServiceArgs};
+use clap::Subcommand;
+use cyclops_common::cli::{EXIT_FAILURE, ServiceCli};
 use cyclops_common::config::{Config, Service};
 use cyclops_forwarder::replay::{ReplayRequest, Target};
 
-/// Delivers the events stored in Kafka to Sentry at the pace Sentry can take.
-#[derive(Debug, Parser)]
-#[command(name = "cyclops-forwarder", version)]
-struct Cli {
-    #[command(flatten)]
-    args: ServiceArgs,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
+/// `--help`'s description.
+const ABOUT: &str = "Delivers the events stored in Kafka to Sentry at the pace Sentry can take.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -60,12 +53,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    let mut cli = ServiceCli::<Command>::parse_for(Service::Forwarder.binary(), ABOUT);
     cyclops_common::telemetry::init_tracing(cli.args.verbose);
-    let result = match cli.command {
+    let result = match cli.command.take() {
         Some(Command::DemoSink { bind, port }) => demo_sink(SocketAddr::new(bind, port)).await,
         Some(Command::Replay { group, to_datetime, to_earliest, shift_by, project, dry_run }) => {
-            let config = load(&cli.args);
+            let config = cli.config_or_exit(Service::Forwarder);
             let target = match (to_datetime, to_earliest, shift_by) {
                 (Some(t), _, _) => Target::datetime(&t),
                 (None, true, _) => Ok(Target::Earliest),
@@ -81,20 +74,12 @@ async fn main() {
                 Err(e) => Err(e.into()),
             }
         }
-        None => run(load(&cli.args)).await,
+        None => run(cli.config_or_exit(Service::Forwarder)).await,
     };
     if let Err(e) = result {
         cyclops_common::say!("cyclops-forwarder: {e:#}");
         std::process::exit(EXIT_FAILURE);
     }
-}
-
-/// The configuration, or exit 78 naming the bad key.
-fn load(args: &ServiceArgs) -> Config {
-    args.load_config(Service::Forwarder).unwrap_or_else(|e| {
-        cyclops_common::say!("cyclops-forwarder: {e}");
-        std::process::exit(EXIT_CONFIG);
-    })
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

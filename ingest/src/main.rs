@@ -1,19 +1,11 @@
 //! `cyclops-ingest`: parses flags, loads the configuration, runs the service.
 
-use clap::{Parser, Subcommand};
-use cyclops_common::cli::{EXIT_CONFIG, EXIT_FAILURE, ServiceArgs};
+use clap::Subcommand;
+use cyclops_common::cli::{EXIT_FAILURE, ServiceCli};
 use cyclops_common::config::Service;
 
-/// Sentry-compatible intake in front of Sentry: drops floods, stores every
-/// accepted event in Kafka.
-#[derive(Debug, Parser)]
-#[command(name = "cyclops-ingest", version)]
-struct Cli {
-    #[command(flatten)]
-    args: ServiceArgs,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
+/// `--help`'s description.
+const ABOUT: &str = "Sentry-compatible intake in front of Sentry: drops floods, stores every accepted event in Kafka.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -31,9 +23,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    let mut cli = ServiceCli::<Command>::parse_for(Service::Ingest.binary(), ABOUT);
     cyclops_common::telemetry::init_tracing(cli.args.verbose);
-    if let Some(Command::Init { path }) = cli.command {
+    if let Some(Command::Init { path }) = cli.command.take() {
         std::process::exit(cyclops_common::config::write_default(&path).map_or_else(
             |e| {
                 cyclops_common::say!("cyclops-ingest: {e}");
@@ -45,13 +37,7 @@ async fn main() {
             },
         ));
     }
-    let config = match cli.args.load_config(Service::Ingest) {
-        Ok(c) => c,
-        Err(e) => {
-            cyclops_common::say!("cyclops-ingest: {e}");
-            std::process::exit(EXIT_CONFIG);
-        }
-    };
+    let config = cli.config_or_exit(Service::Ingest);
     if let Err(e) = run(config).await {
         cyclops_common::say!("cyclops-ingest: {e}");
         std::process::exit(EXIT_FAILURE);
