@@ -14,9 +14,11 @@ use std::time::Duration;
 /// Set in the environment of the benchmark once it runs on its core.
 const PINNED_ENV: &str = "CYCLOPS_BENCH_PINNED";
 
-/// Whether the machine has the two cores pinning needs.
+/// Whether the machine has the two cores pinning needs. Once this
+/// benchmark runs pinned ([`run_on_core`]), the cores it may use are one,
+/// whatever the machine has: that it was pinned is the answer then.
 pub fn can_pin() -> bool {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
+    std::env::var_os(PINNED_ENV).is_some() || std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
 }
 
 /// `program`, to be run on `core` when the machine has two or more cores.
@@ -40,7 +42,9 @@ pub fn run_on_core(core: u32) {
         Ok(exe) => exe,
         Err(e) => panic!("cannot find this benchmark's executable to pin it: {e}"),
     };
-    let status = pinned(&exe.to_string_lossy(), core)
+    let status = Command::new("taskset")
+        .args(["-c", &core.to_string()])
+        .arg(exe)
         .args(std::env::args_os().skip(1))
         .env(PINNED_ENV, "1")
         .status()

@@ -24,8 +24,9 @@ impl ProjectId {
     }
 
     /// A project id as Sentry writes one in a path or a topic name: decimal
-    /// digits, no sign, no leading zero, nothing percent-encoded, at most 19
-    /// digits (Sentry's ids are signed 64-bit).
+    /// digits, no sign, no leading zero, nothing percent-encoded, and at
+    /// most 19 digits (Sentry's ids are signed 64-bit, so never longer;
+    /// `[[projects]]` is held to `i64::MAX` exactly).
     pub fn parse_canonical(text: &str) -> Option<Self> {
         let digits = !text.is_empty() && text.len() <= 19 && text.bytes().all(|b| b.is_ascii_digit());
         if !digits || text.starts_with('0') {

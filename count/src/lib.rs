@@ -57,9 +57,11 @@ pub async fn fetch_all<T: DeserializeOwned>(
         if !response.status().is_success() {
             return Err(FetchError::Status(response.status()));
         }
-        // Read, then parsed: serde's message says what is wrong, reqwest's would not.
+        // Read, then parsed with its path: the message names the field that
+        // is wrong, where reqwest's would say only that decoding failed.
         let body = response.bytes().await.map_err(|e| describe(&e))?;
-        serde_json::from_slice::<T>(&body).map_err(|e| FetchError::NotJson(e.to_string()))
+        let document = &mut serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize::<_, T>(document).map_err(|e| FetchError::NotJson(e.to_string()))
     });
     futures::future::join_all(asks).await
 }

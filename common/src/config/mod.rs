@@ -154,8 +154,7 @@ pub struct ProjectKey {
     pub secret_key: Option<Secret>,
 }
 
-/// Writes [`DEFAULT_CONFIG_TOML`] to `path`; refuses to overwrite a file.
-/// Checks `[[projects]]`: ids from 1, alphanumeric keys, each key once.
+/// Checks `[[projects]]`: ids from 1 to `i64::MAX`, alphanumeric keys, each key once.
 fn validate_projects(projects: &[ProjectKey]) -> Result<(), ConfigError> {
     let mut seen = std::collections::HashSet::new();
     for (i, p) in projects.iter().enumerate() {
@@ -181,6 +180,7 @@ fn validate_projects(projects: &[ProjectKey]) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Writes [`DEFAULT_CONFIG_TOML`] to `path`; refuses to overwrite a file.
 pub fn write_default(path: &std::path::Path) -> std::io::Result<()> {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
