@@ -21,3 +21,10 @@ pub mod stats;
 
 pub use error::IngestError;
 pub use server::Ingest;
+
+/// Now, in Unix milliseconds (0 before 1970, saturating far after): what
+/// records, the spool and `/floods` stamp.
+pub(crate) fn now_ms() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

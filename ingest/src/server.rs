@@ -269,9 +269,7 @@ async fn floods(
     axum::extract::Query(query): axum::extract::Query<FloodsQuery>,
 ) -> axum::Json<serde_json::Value> {
     let limit = query.limit.unwrap_or(10).min(1000);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now_ms = crate::now_ms();
     let projects: serde_json::Map<String, serde_json::Value> = intake
         .floods
         .top(limit, now_ms)

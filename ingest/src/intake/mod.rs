@@ -30,7 +30,7 @@ mod sender;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::flood::FloodFilter;
 use axum::Router;
@@ -50,6 +50,7 @@ use self::budget::MemoryBudget;
 use crate::durable::Store;
 use crate::flood::report::FloodReport;
 use crate::keys::KeyStore;
+use crate::now_ms;
 use crate::stats::Stats;
 
 /// What the intake handlers share.
@@ -191,11 +192,6 @@ impl Head {
         };
         trust_forwarded_for.then(forwarded).flatten().unwrap_or(self.peer.ip())
     }
-}
-
-/// Now, in Unix milliseconds.
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl FromRequest<Arc<Intake>> for Submission {
