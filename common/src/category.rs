@@ -63,13 +63,6 @@ pub fn add(into: &mut Vec<String>, category: &str) {
     }
 }
 
-/// Whether a limit on `limited` (empty: every category) applies to a
-/// record of `categories` (empty: unknown, so any limit may apply), that is,
-/// to one of them at least.
-pub fn limit_applies(limited: &[String], categories: &[String]) -> bool {
-    limited.is_empty() || categories.is_empty() || categories.iter().any(|c| limited.contains(c))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,16 +87,6 @@ mod tests {
         assert_eq!(of_item("client_report"), Some("internal"));
         assert_eq!(of_item("something_new"), Some("something_new"));
         assert_eq!(of_item("Weird,Type"), None, "never a malformed header");
-    }
-
-    #[test]
-    fn a_limit_applies_to_the_records_it_names_and_to_unknown_ones() {
-        let error = strings(&["error"]);
-        assert!(limit_applies(&strings(&["error", "default"]), &error));
-        assert!(!limit_applies(&strings(&["transaction"]), &error));
-        assert!(limit_applies(&[], &error), "no category: all of them");
-        assert!(limit_applies(&strings(&["transaction"]), &[]), "a record of unknown categories");
-        assert!(limit_applies(&strings(&["attachment"]), &strings(&["error", "attachment"])));
     }
 
     #[test]

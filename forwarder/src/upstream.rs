@@ -7,7 +7,7 @@ use cyclops_common::config::Config;
 use cyclops_common::record::RecordHeaders;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 
-use crate::pacing::rate_limits::{parse_rate_limits, parse_retry_after};
+use crate::rate_limits::{self, Limit, RefusedHold};
 
 /// What became of one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub enum Outcome {
     /// Sentry's rate limit (a 429 with `X-Sentry-Rate-Limits` or
     /// `Retry-After`): this event waits that long. What else waits is in
     /// [`Answer::limits`] (`quota`), or the whole project (`Retry-After`).
-    Held { hold: Duration, quota: bool },
+    Held(RefusedHold),
     /// The record breaks the replay contract: it is not sent.
     Malformed(crate::contract::Breach),
 }
@@ -65,7 +65,7 @@ impl Outcome {
     /// Whether this answer says Sentry has too much to do (for pacing).
     pub fn is_overload(&self) -> bool {
         matches!(self, Outcome::Retry(r) if *r != RetryReason::UnexpectedStatus)
-            || matches!(self, Outcome::Held { quota: false, .. })
+            || matches!(self, Outcome::Held(RefusedHold { quota: false, .. }))
     }
 
     /// Whether Sentry could not be reached or answered as a failing proxy
@@ -90,30 +90,11 @@ pub struct Answer {
     pub limits: Vec<Limit>,
 }
 
-/// One limit Sentry announced: these categories (empty: all) of the
-/// project may send nothing for `hold`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limit {
-    pub categories: Vec<String>,
-    pub hold: Duration,
-}
-
 impl Answer {
     /// An answer Sentry did not give (no request, or no response).
     pub fn local(outcome: Outcome) -> Self {
         Self { outcome, status: None, limits: Vec::new() }
     }
-}
-
-/// `X-Sentry-Rate-Limits` as holds clamped to `[1 s, max_hold]`.
-pub fn limits(header: Option<&str>, max_hold: Duration) -> Vec<Limit> {
-    let clamp = |d: Duration| d.clamp(Duration::from_secs(1), max_hold.max(Duration::from_secs(1)));
-    header
-        .map(parse_rate_limits)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|l| Limit { categories: l.categories, hold: clamp(l.retry_after) })
-        .collect()
 }
 
 /// The one Sentry this forwarder talks to; connections are pooled and kept alive.
@@ -185,9 +166,10 @@ impl Upstream {
         };
         let status = response.status().as_u16();
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
-        let limits = limits(header("x-sentry-rate-limits"), self.max_hold);
+        let limits = rate_limits::limits(header("x-sentry-rate-limits"), self.max_hold);
         let outcome = if status == 429 {
-            rate_limited(&limits, header("retry-after"), SystemTime::now(), self.max_hold)
+            rate_limits::refused_hold(&limits, header("retry-after"), SystemTime::now(), self.max_hold)
+                .map_or(Outcome::Retry(RetryReason::RateLimited), Outcome::Held)
         } else {
             classify(status, &self.dead_letter_statuses)
         };
@@ -207,21 +189,6 @@ impl Upstream {
         let received = std::time::UNIX_EPOCH + Duration::from_millis(record.received_at_ms);
         let waited = SystemTime::now().duration_since(received).ok()?;
         crate::sent_at::rewrite(body, record.content_encoding.as_deref(), waited, self.max_envelope_bytes)
-    }
-}
-
-/// A 429's meaning for the refused event: a wait for the longest limit
-/// `X-Sentry-Rate-Limits` names (whatever its category: the request was
-/// refused), else for `Retry-After`; a bare 429 is retried with backoff.
-/// `limits` are the answer's [`limits`], already clamped.
-pub fn rate_limited(limits: &[Limit], retry_after: Option<&str>, now: SystemTime, max_hold: Duration) -> Outcome {
-    let clamp = |d: Duration| d.clamp(Duration::from_secs(1), max_hold.max(Duration::from_secs(1)));
-    if let Some(hold) = limits.iter().map(|l| l.hold).max() {
-        return Outcome::Held { hold, quota: true };
-    }
-    match retry_after.and_then(|r| parse_retry_after(r, now)) {
-        Some(hold) => Outcome::Held { hold: clamp(hold), quota: false },
-        None => Outcome::Retry(RetryReason::RateLimited),
     }
 }
 
@@ -297,58 +264,16 @@ mod tests {
     }
 
     #[test]
-    fn rate_limits_become_holds_per_category_clamped() {
-        let max = Duration::from_secs(600);
-        let hold = |categories: &[&str], secs| Limit {
-            categories: categories.iter().map(|c| (*c).to_owned()).collect(),
-            hold: Duration::from_secs(secs),
-        };
-        assert_eq!(
-            limits(Some("60:transaction;span:organization:quota, 0::key, 99999:error:project"), max),
-            vec![hold(&["transaction", "span"], 60), hold(&[], 1), hold(&["error"], 600)]
-        );
-        assert!(limits(None, max).is_empty());
-        assert!(limits(Some("junk"), max).is_empty());
-    }
-
-    #[test]
-    fn a_429_holds_for_the_longest_limit_or_retry_after() {
-        let now = SystemTime::now();
-        let max = Duration::from_secs(3600);
-        let held = |hold, quota| Outcome::Held { hold: Duration::from_secs(hold), quota };
-        let rate_limited = |header, retry_after| rate_limited(&limits(header, max), retry_after, now, max);
-        assert_eq!(rate_limited(Some("60:transaction:key, 5:error:project"), None), held(60, true));
-        assert_eq!(rate_limited(Some("60::key"), Some("3")), held(60, true), "the header wins");
-        assert_eq!(rate_limited(None, Some("7")), held(7, false));
-        assert_eq!(rate_limited(None, Some("0")), held(1, false), "at least a second");
-        assert_eq!(rate_limited(Some("99999::org"), None), held(3600, true), "at most max_hold");
-        assert_eq!(rate_limited(None, None), Outcome::Retry(RetryReason::RateLimited));
-        assert_eq!(rate_limited(Some("junk"), Some("junk")), Outcome::Retry(RetryReason::RateLimited));
-    }
-
-    #[test]
     fn overload_and_network_failures_are_told_apart() {
         assert!(Outcome::Retry(RetryReason::ServerError).is_overload());
         assert!(Outcome::Retry(RetryReason::Timeout).is_overload());
-        assert!(Outcome::Held { hold: Duration::from_secs(1), quota: false }.is_overload(), "plain Retry-After");
-        assert!(!Outcome::Held { hold: Duration::from_secs(1), quota: true }.is_overload(), "a quota is not capacity");
+        let held = |quota| Outcome::Held(RefusedHold { hold: Duration::from_secs(1), quota });
+        assert!(held(false).is_overload(), "plain Retry-After");
+        assert!(!held(true).is_overload(), "a quota is not capacity");
         assert!(!Outcome::Retry(RetryReason::UnexpectedStatus).is_overload());
         assert!(Outcome::Retry(RetryReason::ServerError).is_network_failure(Some(503)));
         assert!(!Outcome::Retry(RetryReason::ServerError).is_network_failure(Some(500)));
         assert!(Outcome::Retry(RetryReason::Connect).is_network_failure(None));
         assert!(!Outcome::Rejected(400).is_network_failure(Some(400)));
-    }
-
-    proptest::proptest! {
-        /// Any answer: reading it never panics and every hold is within its clamp.
-        #[test]
-        fn any_answer_gives_bounded_holds(header in ".{0,200}", retry in ".{0,40}") {
-            let day = Duration::from_secs(86_400);
-            let limits = limits(Some(&header), day);
-            proptest::prop_assert!(limits.iter().all(|l| l.hold >= Duration::from_secs(1) && l.hold <= day));
-            if let Outcome::Held { hold, .. } = rate_limited(&limits, Some(&retry), SystemTime::now(), day) {
-                proptest::prop_assert!(hold >= Duration::from_secs(1) && hold <= day);
-            }
-        }
     }
 }

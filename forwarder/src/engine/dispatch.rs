@@ -2,7 +2,7 @@
 //! pacer allows, sends it on a task of its own, and acts on Sentry's answer:
 //! done (delivered or, once the dead-letter topic has it, refused), retried
 //! later with backoff, or held for as long as Sentry's rate limit says (with
-//! its project, or only with its categories: [`super::holds`]).
+//! its project, or only with its categories: [`crate::rate_limits`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +19,8 @@ use crate::metrics as m;
 use crate::pacing::backoff::Backoff;
 use crate::pacing::breaker::BreakerState;
 use crate::pacing::pacer::{Feedback, Gate, Pacer};
-use crate::upstream::{Answer, Limit, Outcome, RetryReason, Upstream};
+use crate::rate_limits::{self, RefusedHold};
+use crate::upstream::{Answer, Outcome, RetryReason, Upstream};
 use cyclops_api::count::Breaker;
 
 /// What comes back from a delivery task.
@@ -89,7 +90,7 @@ impl Dispatcher {
                             outstanding += 1;
                             continue;
                         }
-                        None => self.shared.lock().sched.next_wakeup(now),
+                        None => self.shared.lock().next_wakeup(now),
                     }
                 }
                 Gate::WaitUntil(at) => Some(at),
@@ -161,9 +162,7 @@ impl Dispatcher {
             Done::Abandoned => {}
             Done::DeadLettered { job } => {
                 metrics::counter!(m::DEAD_LETTERED).increment(1);
-                let mut inner = self.shared.lock();
-                inner.done(&job);
-                inner.totals.dead_lettered += 1;
+                self.shared.lock().dead_lettered(&job);
             }
             Done::Answered { job, answer, rtt } => {
                 let feedback = Feedback {
@@ -194,23 +193,12 @@ impl Dispatcher {
     ) {
         let (topic, partition, offset, project) = (job.topic.clone(), job.partition, job.offset, job.project);
         if !answer.limits.is_empty() {
-            self.apply_limits(project, &answer.limits, now);
+            self.shared.lock().apply_limits(project, &answer.limits, now);
         }
-        // A refused event waits for the longest limit on its categories
-        // (else for the longest named: the request was refused).
-        let categories = job.record.as_ref().map(|r| r.categories.as_slice()).unwrap_or_default();
-        let own_limit = answer
-            .limits
-            .iter()
-            .filter(|l| cyclops_common::category::limit_applies(&l.categories, categories))
-            .map(|l| l.hold)
-            .max();
         match answer.outcome {
             Outcome::Delivered => {
                 metrics::counter!(m::DELIVERED, "project" => project.to_string()).increment(1);
-                let mut inner = self.shared.lock();
-                inner.done(&job);
-                inner.totals.delivered += 1;
+                self.shared.lock().delivered(&job);
             }
             Outcome::Rejected(status) => {
                 metrics::counter!(m::REJECTED, "status" => status.to_string()).increment(1);
@@ -232,9 +220,14 @@ impl Dispatcher {
                 tracing::debug!(%topic, partition, offset, reason = reason.label(), delay_ms = delay.as_millis() as u64, "sentry cannot take the event now; retrying");
                 self.shared.lock().retry_at(job, now + delay);
             }
-            Outcome::Held { hold, quota } => {
+            Outcome::Held(RefusedHold { hold, quota }) => {
                 let kind = if quota { "quota" } else { "retry_after" };
                 metrics::counter!(m::HELD, "project" => project.to_string(), "kind" => kind).increment(1);
+                // A refused event waits for the longest limit on its
+                // categories (else for the longest named: the request was
+                // refused).
+                let categories = job.record.as_ref().map(|r| r.categories.as_slice()).unwrap_or_default();
+                let wait = rate_limits::own_hold(&answer.limits, categories).unwrap_or(hold);
                 let mut inner = self.shared.lock();
                 // A quota's holds came with `answer.limits`; `Retry-After`
                 // alone names no category, so it holds the whole project.
@@ -244,25 +237,9 @@ impl Dispatcher {
                         hold_secs = hold.as_secs(),
                         "sentry asks to retry later; holding the project"
                     );
-                    inner.sched.hold(project, now + hold, now);
+                    inner.hold_project(project, now + hold, now);
                 }
-                inner.retry_at(job, now + own_limit.unwrap_or(hold));
-            }
-        }
-    }
-
-    /// Holds what `X-Sentry-Rate-Limits` limits: the whole project for a
-    /// limit on every category, else only the categories it names.
-    fn apply_limits(&self, project: u64, limits: &[Limit], now: Instant) {
-        let mut inner = self.shared.lock();
-        for limit in limits {
-            let until = now + limit.hold;
-            tracing::info!(project, hold_secs = limit.hold.as_secs(), categories = ?limit.categories, "sentry rate-limits the project; holding it");
-            if limit.categories.is_empty() {
-                inner.sched.hold(project, until, now);
-            }
-            for category in &limit.categories {
-                inner.category_holds.hold(project, category, until, now);
+                inner.retry_at(job, now + wait);
             }
         }
     }

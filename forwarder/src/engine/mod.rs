@@ -14,11 +14,9 @@
 //! - [`shared`]: buffered events and per-partition offsets, behind one lock.
 //! - [`dispatch`]: paces requests, sends them, acts on Sentry's answers.
 //! - [`schedule`]: fair turns across projects, newest first.
-//! - [`holds`]: the categories Sentry rate-limits, parked until their hold ends.
 //! - [`offsets`]: per partition, what is done and what may be committed.
 
 pub mod dispatch;
-pub mod holds;
 pub mod kafka;
 pub mod lanes;
 mod latency;
@@ -28,7 +26,6 @@ pub mod schedule;
 pub mod shared;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -159,12 +156,16 @@ impl Engine {
     /// requests in flight finish (bounded), commits and leaves the group.
     pub async fn run(self) -> Result<(), ForwarderError> {
         let Self { consumer, backfill, dispatcher, commit_interval, discovery, status } = self;
-        let stop = Arc::new(AtomicBool::new(false));
-        let _stop_when_dropped = StopOnDrop(stop.clone());
+        // One token stops the poll thread and the gauges: cancelled once the
+        // dispatcher has drained (the poll thread commits what it delivered),
+        // and by the guard when a runtime shutting down drops this future
+        // mid-await — else the thread would poll forever and the runtime's
+        // drop, waiting on the blocking task that joins it, never return.
+        let stop = CancellationToken::new();
+        let _stop_when_dropped = stop.clone().drop_guard();
         let poller = poll::spawn(consumer, backfill, status.shared.clone(), commit_interval, discovery, stop.clone())
             .map_err(ForwarderError::Thread)?;
-        let shutdown = dispatcher.shutdown.clone();
-        let gauges = tokio::spawn(publish_gauges(status.clone(), shutdown));
+        let gauges = tokio::spawn(publish_gauges(status.clone(), stop.clone()));
         // The poll thread is watched too: without it the dispatcher would
         // idle forever behind a healthy-looking /ready.
         let mut polling = tokio::task::spawn_blocking(move || poller.join());
@@ -172,8 +173,11 @@ impl Engine {
             () = dispatcher.run() => None,
             joined = &mut polling => Some(joined),
         };
-        stop.store(true, Ordering::Release);
-        gauges.abort();
+        stop.cancel();
+        // The gauges end at their next tick; a panic there is only logged.
+        if let Err(e) = gauges.await {
+            tracing::error!(error = %e, "the gauge task failed");
+        }
         if let Some(joined) = early {
             let why = match joined {
                 Ok(Ok(())) => "ended".to_owned(),
@@ -194,16 +198,18 @@ fn now_ms() -> i64 {
 }
 
 /// Every second: lag per partition, buffered events, holds.
-async fn publish_gauges(status: EngineStatus, shutdown: CancellationToken) {
+async fn publish_gauges(status: EngineStatus, stop: CancellationToken) {
     let mut reported: HashSet<(Arc<str>, i32)> = HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    while !shutdown.is_cancelled() {
-        tick.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         let (parts, buffered, holds) = {
             let inner = status.shared.lock();
             let now = Instant::now();
-            let holds = inner.sched.holds(now).len() + inner.category_holds.active(now).len();
-            (inner.partitions(), inner.sched.total_buffered(), holds)
+            (inner.partitions(), inner.total_buffered(), inner.holds(now).len())
         };
         let now = now_ms();
         let mut current = HashSet::new();
@@ -235,14 +241,7 @@ impl EngineStatus {
         let now = Instant::now();
         let (parts, holds, totals, buffered) = {
             let inner = self.shared.lock();
-            let holds: Vec<(u64, Option<String>, Instant)> = inner
-                .sched
-                .holds(now)
-                .into_iter()
-                .map(|(project, until)| (project, None, until))
-                .chain(inner.category_holds.active(now).into_iter().map(|(p, c, until)| (p, Some(c), until)))
-                .collect();
-            (inner.partitions(), holds, inner.totals, inner.sched.total_buffered())
+            (inner.partitions(), inner.holds(now), inner.totals(), inner.total_buffered())
         };
         let (average, percentile) = self.latency.lock().map(|l| l.summary()).unwrap_or_default();
         let view = self.view.lock().map(|v| *v).unwrap_or_default();
@@ -281,10 +280,10 @@ impl EngineStatus {
             .collect();
         let holds = holds
             .into_iter()
-            .map(|(project, category, until)| Hold {
-                project,
-                category,
-                remaining_secs: until.duration_since(now).as_secs_f64(),
+            .map(|h| Hold {
+                project: h.project,
+                category: h.category,
+                remaining_secs: h.until.duration_since(now).as_secs_f64(),
             })
             .collect();
         // A forwarder beyond the partition count gets none: say so, rather
@@ -315,17 +314,5 @@ impl EngineStatus {
             }),
             partitions,
         }
-    }
-}
-
-/// Stops the poll thread when [`Engine::run`] ends or is dropped. A runtime
-/// shutting down drops `run` mid-await, before it could set the flag; the
-/// thread would then poll forever, and the runtime's drop, waiting on the
-/// blocking task that joins it, would never return.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
     }
 }

@@ -11,11 +11,11 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cyclops_common::record::RecordHeaders;
+use cyclops_common::shutdown::CancellationToken;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -50,7 +50,7 @@ pub struct Discovery {
     pub every: Duration,
 }
 
-/// Runs the poll loop until `stop` is set, then commits what is done and
+/// Runs the poll loop until `stop` is cancelled, then commits what is done and
 /// leaves the group.
 pub fn spawn(
     live: BaseConsumer<Context>,
@@ -58,13 +58,13 @@ pub fn spawn(
     shared: Arc<Shared>,
     commit_interval: Duration,
     discovery: Discovery,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("kafka-poll".into()).spawn(move || {
         let mut readers = Readers { live, backfill, backfilling: HashSet::new(), subscribed: BTreeSet::new() };
         let mut last_commit = Instant::now();
         let mut next_discovery = Instant::now();
-        while !stop.load(Ordering::Acquire) {
+        while !stop.is_cancelled() {
             if Instant::now() >= next_discovery {
                 readers.discover(&discovery.prefix);
                 next_discovery = Instant::now() + discovery.every;

@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::holds::CategoryHolds;
 use super::lanes::{Action, Read, Reading};
 use super::offsets::PartitionOffsets;
 use super::schedule::{Lane, Scheduler};
 pub use crate::job::{Job, Tp};
+use crate::rate_limits::Limit;
+use crate::rate_limits::holds::CategoryHolds;
 
 #[derive(Debug)]
 struct Partition {
@@ -71,19 +72,30 @@ pub struct PartitionView {
     pub gap_events: i64,
 }
 
+/// One hold on a project: on all its categories (`category` is `None`) or on one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldView {
+    pub project: u64,
+    pub category: Option<String>,
+    pub until: Instant,
+}
+
+/// The engine's state. Its fields are private: the poll thread and the
+/// dispatcher say what happened (a partition assigned, a record read, an
+/// event delivered, a limit announced) and it keeps itself consistent.
 #[derive(Debug)]
 pub struct Inner {
-    pub sched: Scheduler<Tp, Job>,
+    sched: Scheduler<Tp, Job>,
     parts: HashMap<Tp, Partition>,
     next_generation: u64,
     buffer_cap: usize,
     /// Unread backlog past which a partition jumps (newest first only).
     jump_threshold: Option<i64>,
     actions: Vec<(Tp, Action)>,
-    pub totals: Totals,
+    totals: Totals,
     /// Holds on some categories of a project (a hold on all of them is the
     /// scheduler's).
-    pub category_holds: CategoryHolds,
+    category_holds: CategoryHolds,
 }
 
 /// The shared state and the dispatcher's wake-up call.
@@ -277,8 +289,20 @@ impl Inner {
         self.parts.get(&job.tp()).is_some_and(|p| p.generation == job.generation)
     }
 
+    /// Sentry took `job`.
+    pub fn delivered(&mut self, job: &Job) {
+        self.done(job);
+        self.totals.delivered += 1;
+    }
+
+    /// The dead-letter topic has `job`.
+    pub fn dead_lettered(&mut self, job: &Job) {
+        self.done(job);
+        self.totals.dead_lettered += 1;
+    }
+
     /// `job` is done for good (delivered or dead-lettered).
-    pub fn done(&mut self, job: &Job) {
+    fn done(&mut self, job: &Job) {
         let tp = job.tp();
         if let Some(part) = self.parts.get_mut(&tp)
             && part.generation == job.generation
@@ -297,6 +321,52 @@ impl Inner {
             let (tp, project) = (job.tp(), job.project);
             self.sched.retry_at(&tp, project, job, at);
         }
+    }
+
+    /// When the dispatcher must look again if nothing wakes it before.
+    pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        self.sched.next_wakeup(now)
+    }
+
+    /// Holds what Sentry's limits name ([`crate::rate_limits`]): the whole
+    /// project for a limit on every category, else only the categories named.
+    pub fn apply_limits(&mut self, project: u64, limits: &[Limit], now: Instant) {
+        for limit in limits {
+            let until = now + limit.hold;
+            tracing::info!(project, hold_secs = limit.hold.as_secs(), categories = ?limit.categories, "sentry rate-limits the project; holding it");
+            if limit.is_on_all() {
+                self.sched.hold(project, until, now);
+            }
+            for category in &limit.categories {
+                self.category_holds.hold(project, category, until, now);
+            }
+        }
+    }
+
+    /// Holds every category of `project` until `until` (a bare `Retry-After`).
+    pub fn hold_project(&mut self, project: u64, until: Instant, now: Instant) {
+        self.sched.hold(project, until, now);
+    }
+
+    /// The holds active at `now`, the project-wide ones first.
+    pub fn holds(&self, now: Instant) -> Vec<HoldView> {
+        let whole =
+            self.sched.holds(now).into_iter().map(|(project, until)| HoldView { project, category: None, until });
+        let some = self.category_holds.active(now).into_iter().map(|(project, category, until)| HoldView {
+            project,
+            category: Some(category),
+            until,
+        });
+        whole.chain(some).collect()
+    }
+
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+
+    /// Events buffered in the scheduler, all partitions.
+    pub fn total_buffered(&self) -> usize {
+        self.sched.total_buffered()
     }
 
     pub fn set_high_watermark(&mut self, tp: &Tp, high: i64) {

@@ -9,7 +9,6 @@
 //!   request at a time, spaced by the 90th percentile of the last
 //!   `max_requests_to_average` response times, capped at `max_dump_interval_ms`.
 //! - [`backoff`]: jittered exponential delays between retries of one event.
-//! - [`rate_limits`]: Sentry's `X-Sentry-Rate-Limits` and `Retry-After`.
 //! - [`breaker`]: the outage breaker (stop sending and probe while Sentry is down).
 //! - [`pacer`]: the gate a request passes, combining the mode and the breaker.
 
@@ -18,7 +17,6 @@ pub mod backoff;
 pub mod breaker;
 pub mod cyclops;
 pub mod pacer;
-pub mod rate_limits;
 
 /// Why pacing parameters were refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

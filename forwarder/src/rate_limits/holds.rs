@@ -7,7 +7,7 @@
 //! only the records whose every category is held, until a hold ends, while
 //! the project's other records go on; a hold on every category stops the
 //! whole project in the scheduler instead
-//! ([`super::schedule::Scheduler::hold`]). A record only partly held (an
+//! ([`crate::engine::schedule::Scheduler::hold`]). A record only partly held (an
 //! error with an attachment, the attachment over its quota) is sent: Sentry
 //! takes what it may and drops the rest, as the SDK itself would have; if it
 //! refuses the whole record, the record waits as a refused one. A record

@@ -1,9 +1,8 @@
-//! Sentry's rate-limit answers: `X-Sentry-Rate-Limits` (quotas per data
+//! Sentry's rate-limit headers: `X-Sentry-Rate-Limits` (quotas per data
 //! category) and `Retry-After` (seconds or an HTTP date). Sentry and its
 //! SDKs treat them so: the header's limits apply per category (no category
 //! means all), and `Retry-After` alone means all categories. What the
-//! forwarder makes of them is `upstream::limits` and
-//! `upstream::rate_limited`.
+//! forwarder makes of them is the rest of [`super`].
 
 use std::time::{Duration, SystemTime};
 
