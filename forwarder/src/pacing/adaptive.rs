@@ -32,6 +32,13 @@ use super::InvalidPacing;
 
 /// Latency within this share of the baseline counts as "at the baseline".
 const LATENCY_TOLERANCE: f64 = 0.02;
+/// Latency differences smaller than this are noise whatever the baseline,
+/// in seconds: a busy host's scheduler alone moves a sub-millisecond round
+/// trip by more than the relative tolerances. Without it a Sentry (or a
+/// relay) that answers within a millisecond reads as queueing at every
+/// window and the limit sits at `min`. At Sentry's usual 20–200 ms the
+/// relative tolerances are the larger and this changes nothing.
+const NOISE_FLOOR_SECS: f64 = 0.000_5;
 /// Windows after which the lowest latency is measured anew.
 pub const RTT_MIN_WINDOWS: u32 = 100;
 /// Windows a re-measurement lasts: one for the queue to drain, one to measure.
@@ -278,16 +285,17 @@ impl AdaptiveLimit {
             (Some(base), Some(rtt)) => {
                 // A steady server has almost no variance; the tolerance keeps
                 // measurement noise from reading as rising latency.
-                let tolerance = base.mean * LATENCY_TOLERANCE;
+                let tolerance = (base.mean * LATENCY_TOLERANCE).max(NOISE_FLOOR_SECS);
                 let threshold = (base.var.max(0.0).sqrt() * self.params.rtt_deviation_scale).max(tolerance);
                 let rtt_min = self.rtt_min.map_or(rtt, |(min, _)| min.min(rtt));
+                let queue = rtt - rtt_min;
                 if rtt > base.mean + threshold {
                     self.decrease();
-                } else if rtt > rtt_min * (1.0 + 2.0 * QUEUE_TOLERANCE) {
+                } else if queue > (2.0 * QUEUE_TOLERANCE * rtt_min).max(2.0 * NOISE_FLOOR_SECS) {
                     self.limit = self.limit.saturating_sub(1).max(self.params.min);
                 } else if window.reached_limit
                     && rtt <= base.mean + tolerance
-                    && rtt <= rtt_min * (1.0 + QUEUE_TOLERANCE)
+                    && queue <= (QUEUE_TOLERANCE * rtt_min).max(NOISE_FLOOR_SECS)
                     && self.limit < self.params.max
                 {
                     self.limit += 1;
@@ -341,6 +349,20 @@ mod tests {
         let (_, seen) = drive(&mut ctl, Instant::now(), 40, |_| Duration::from_millis(30));
         assert!(ctl.limit() > 20, "grew to {}: {seen:?}", ctl.limit());
         assert!(ctl.limit() <= AdaptiveParams::default().max);
+    }
+
+    #[test]
+    fn grows_against_a_server_that_answers_within_a_millisecond() {
+        // 150 µs, and 40 µs more per request in flight: what a relay next
+        // door, or this process's own busy core, looks like. Each request
+        // more is 20% more latency, far past the relative tolerances, yet
+        // under a millisecond in all.
+        let mut ctl = limit();
+        let (_, seen) =
+            drive(&mut ctl, Instant::now(), 20_000, |limit| Duration::from_micros(150 + 40 * u64::from(limit)));
+        let settled = &seen[10_000..];
+        // Up to about a millisecond of queue, not past it.
+        assert!(settled.iter().all(|&l| (8..=32).contains(&l)), "{settled:?}");
     }
 
     #[test]
