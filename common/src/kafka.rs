@@ -59,6 +59,7 @@ pub const RESERVED_KEYS: &[(&str, &str)] = &[
     ("topic.metadata.refresh.interval.ms", "set forwarder.topic_refresh_secs"),
     ("statistics.interval.ms", "the forwarder's lag comes from these statistics"),
     ("queued.max.messages.kbytes", "bounds the forwarder's memory"),
+    ("fetch.queue.backoff.ms", "the forwarder's read-ahead is small: it fetches again soon after it fills"),
 ];
 
 /// Why `kafka.librdkafka` may not set `key`, if it may not.

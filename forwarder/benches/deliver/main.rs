@@ -374,6 +374,17 @@ fn main() {
         let case = |name, kind, pacing, latency, capped, events| Case { name, bare: false, kind, pacing, latency, capped, events };
         let (store, late, instant) = (Kind::Store, Kind::LateEnvelope, Duration::ZERO);
         let (adaptive, cyclops) = (PacingMode::Adaptive, PacingMode::Cyclops);
+        // CYCLOPS_BENCH_ONLY=instant: only the forwarder and the bare loop
+        // against the instant upstream (a quick check, or to profile).
+        if std::env::var("CYCLOPS_BENCH_ONLY").is_ok_and(|v| v == "instant") {
+            let forwarder = run(case("adaptive, instant upstream", store, adaptive, instant, false, 400_000), warm3, measure).await;
+            let bare = run(Case { bare: true, ..case(BARE_NAME, store, adaptive, instant, false, 400_000) }, warm3, measure).await;
+            for r in [&forwarder, &bare] {
+                println!("| {} | {:.0} events/s | {:.0} per core | peak RSS {:.1} MiB |", r.name, r.rate, r.per_core, r.rss_mib);
+            }
+            println!("forwarder: {:.0}% of bare consume-and-POST", 100.0 * forwarder.rate / bare.rate.max(1e-9));
+            return;
+        }
         let rows = vec![
             run(case("adaptive, 20 ms, 16 at once", store, adaptive, ms20, true, 15_000), warm, measure).await,
             run(case("cyclops, 20 ms, 16 at once", store, cyclops, ms20, true, 2_000), warm, measure).await,

@@ -164,6 +164,12 @@ pub(super) fn commit(consumer: &BaseConsumer<Context>, tpl: &TopicPartitionList,
     }
 }
 
+/// How long librdkafka waits to fetch a partition again once the read-ahead
+/// (`queued.max.messages.kbytes`, kept small here: the scheduler's buffer is
+/// the real one) is full. Its default, a second, is meant for large
+/// read-aheads; with a small one a fast reader would wait on it.
+const FETCH_QUEUE_BACKOFF_MS: &str = "20";
+
 /// The backfill reader: no group (it never commits, the group's consumer
 /// does); partitions are assigned to it by hand while they have gaps.
 pub fn backfill_consumer(config: &Config) -> KafkaResult<BaseConsumer<kafka::Context>> {
@@ -174,6 +180,7 @@ pub fn backfill_consumer(config: &Config) -> KafkaResult<BaseConsumer<kafka::Con
         // A gap whose start retention deleted begins where Kafka still has records.
         .set("auto.offset.reset", "earliest")
         .set("queued.max.messages.kbytes", "4096")
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
         .create()
 }
 
@@ -192,6 +199,7 @@ pub fn consumer(config: &Config, shared: Arc<Shared>) -> KafkaResult<BaseConsume
         // Read-ahead per partition: the scheduler's buffer is the real one;
         // this only keeps fetches flowing, and bounds memory with many partitions.
         .set("queued.max.messages.kbytes", "4096")
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
         .set("statistics.interval.ms", "1000")
         .create_with_context(context)?;
     Ok(consumer)
