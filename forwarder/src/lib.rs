@@ -11,14 +11,14 @@
 //! Sentry is configured.
 
 pub mod contract;
-pub mod deadletter;
+mod deadletter;
 pub mod demo_sink;
-pub mod engine;
+mod engine;
 mod error;
-pub mod job;
+mod job;
 pub mod metrics;
-pub mod pacing;
-pub mod rate_limits;
+mod pacing;
+mod rate_limits;
 pub mod replay;
 mod sent_at;
 mod server;

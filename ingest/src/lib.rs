@@ -6,18 +6,18 @@
 //! (port 0 in tests) and [`Ingest::run`] serves until the shutdown token is
 //! cancelled, then drains within `ingest.drain_timeout_secs`.
 
-pub mod durable;
+mod durable;
 mod error;
 pub mod flood;
 pub mod intake;
-pub mod keys;
-pub mod keys_refresh;
-pub mod listener;
+mod keys;
+mod keys_refresh;
+mod listener;
 pub mod metrics;
 pub mod producer;
 mod server;
-pub mod spool;
-pub mod stats;
+mod spool;
+mod stats;
 
 pub use error::IngestError;
 pub use server::Ingest;

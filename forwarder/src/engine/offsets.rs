@@ -67,7 +67,8 @@ impl PartitionOffsets {
     }
 
     /// Number of done ranges kept above the commit point.
-    pub fn gaps(&self) -> usize {
+    #[cfg(test)]
+    fn gaps(&self) -> usize {
         self.done.len()
     }
 

@@ -38,11 +38,6 @@ impl Backoff {
         self.attempt = self.attempt.saturating_add(1);
         delay
     }
-
-    /// How many delays were drawn.
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
 }
 
 #[cfg(test)]
