@@ -18,7 +18,10 @@
 //! - the forwarder's peak RSS while a backlog of one million events waits;
 //! - the *bare consume-and-POST* loop ([`bare`]) against the same instant
 //!   upstream, which the forwarder's rate is read against (a ratio holds
-//!   across machines where absolute rates do not).
+//!   across machines where absolute rates do not);
+//! - with `CYCLOPS_BENCH_BASELINE_FORWARDER=PATH`, another build of the
+//!   forwarder against the same instant upstream, for a before/after in one
+//!   run (build it with `cargo build --release --bin cyclops-forwarder`).
 #![expect(clippy::disallowed_types, reason = "a benchmark measures wall-clock time")]
 
 use cyclops_common::ids::{EventId, ProjectId};
@@ -207,14 +210,29 @@ struct Forwarder {
     _conf: tempfile::NamedTempFile,
 }
 
-/// Starts the forwarder on `config`, or the [`bare`] loop when `bare`.
-async fn start_forwarder(config: &Config, bare: bool) -> Forwarder {
+/// What a run measures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Runner {
+    /// This build's forwarder.
+    Forwarder,
+    /// The [`bare`] loop.
+    Bare,
+    /// Another build of the forwarder, at this path.
+    Baseline(String),
+}
+
+/// Starts `runner` on `config`.
+async fn start_forwarder(config: &Config, runner: &Runner) -> Forwarder {
     let mut conf = tempfile::NamedTempFile::new().expect("temp file");
     conf.write_all(toml::to_string(config).expect("toml").as_bytes()).expect("write");
     let this = std::env::current_exe().expect("current exe");
-    let program = if bare { this.to_str().expect("utf-8 path") } else { env!("CARGO_BIN_EXE_cyclops-forwarder") };
+    let program = match runner {
+        Runner::Forwarder => env!("CARGO_BIN_EXE_cyclops-forwarder"),
+        Runner::Bare => this.to_str().expect("utf-8 path"),
+        Runner::Baseline(path) => path.as_str(),
+    };
     let mut command = tokio::process::Command::from(cyclops_bench_support::pinned(program, 0));
-    if bare {
+    if *runner == Runner::Bare {
         command.env(BARE_CONF_ENV, conf.path());
     }
     let mut child = command
@@ -269,8 +287,7 @@ struct Row {
 /// `latency` (serving 16 at once when `capped`), the forwarder in `pacing`.
 struct Case {
     name: &'static str,
-    /// The [`bare`] loop instead of the forwarder.
-    bare: bool,
+    runner: Runner,
     kind: Kind,
     pacing: PacingMode,
     latency: Duration,
@@ -280,11 +297,11 @@ struct Case {
 
 /// Runs one forwarder over a fresh backlog; measures for `measure` after `warmup`.
 async fn run(case: Case, warmup: Duration, measure: Duration) -> Row {
-    let Case { name, bare, kind, pacing, latency, capped, events } = case;
+    let Case { name, runner, kind, pacing, latency, capped, events } = case;
     let (url, up) = start_upstream(latency, capped).await;
     let config = config(&url, pacing, if capped { 64 } else { 512 });
     let stored_bytes = backlog(&config.kafka.topic_prefix, events, kind).await;
-    let mut forwarder = start_forwarder(&config, bare).await;
+    let mut forwarder = start_forwarder(&config, &runner).await;
     tokio::time::sleep(warmup).await;
     if let Ok(mut seen) = up.seen.lock() {
         seen.reset();
@@ -330,7 +347,7 @@ async fn rss_with_backlog(events: usize, watch: Duration) -> (f64, f64, u64) {
     let (url, up) = start_upstream(Duration::from_millis(200), true).await;
     let config = config(&url, PacingMode::Adaptive, 64);
     backlog(&config.kafka.topic_prefix, events, Kind::Store).await;
-    let mut forwarder = start_forwarder(&config, false).await;
+    let mut forwarder = start_forwarder(&config, &Runner::Forwarder).await;
     tokio::time::sleep(watch).await;
     let (peak, now) = (
         cyclops_bench_support::memory_mib(forwarder.pid, "VmHWM:"),
@@ -371,27 +388,39 @@ fn main() {
         let ms20 = Duration::from_millis(20);
         let ms200 = Duration::from_millis(200);
         let (warm, warm3, measure) = (Duration::from_secs(5), Duration::from_secs(3), Duration::from_secs(10));
-        let case = |name, kind, pacing, latency, capped, events| Case { name, bare: false, kind, pacing, latency, capped, events };
+        let case =
+            |name, kind, pacing, latency, capped, events| Case { name, runner: Runner::Forwarder, kind, pacing, latency, capped, events };
         let (store, late, instant) = (Kind::Store, Kind::LateEnvelope, Duration::ZERO);
         let (adaptive, cyclops) = (PacingMode::Adaptive, PacingMode::Cyclops);
+        let baseline = std::env::var("CYCLOPS_BENCH_BASELINE_FORWARDER").ok().map(|path| {
+            let name = "adaptive, instant upstream, baseline build";
+            Case { runner: Runner::Baseline(path), ..case(name, store, adaptive, instant, false, 400_000) }
+        });
         // CYCLOPS_BENCH_ONLY=instant: only the forwarder and the bare loop
         // against the instant upstream (a quick check, or to profile).
         if std::env::var("CYCLOPS_BENCH_ONLY").is_ok_and(|v| v == "instant") {
             let forwarder = run(case("adaptive, instant upstream", store, adaptive, instant, false, 400_000), warm3, measure).await;
-            let bare = run(Case { bare: true, ..case(BARE_NAME, store, adaptive, instant, false, 400_000) }, warm3, measure).await;
-            for r in [&forwarder, &bare] {
+            let bare = run(Case { runner: Runner::Bare, ..case(BARE_NAME, store, adaptive, instant, false, 400_000) }, warm3, measure).await;
+            let before = match baseline {
+                Some(case) => Some(run(case, warm3, measure).await),
+                None => None,
+            };
+            for r in [Some(&forwarder), Some(&bare), before.as_ref()].into_iter().flatten() {
                 println!("| {} | {:.0} events/s | {:.0} per core | peak RSS {:.1} MiB |", r.name, r.rate, r.per_core, r.rss_mib);
             }
             println!("forwarder: {:.0}% of bare consume-and-POST", 100.0 * forwarder.rate / bare.rate.max(1e-9));
+            if let Some(before) = before {
+                println!("baseline build: {:.0}% of bare consume-and-POST", 100.0 * before.rate / bare.rate.max(1e-9));
+            }
             return;
         }
-        let rows = vec![
+        let mut rows = vec![
             run(case("adaptive, 20 ms, 16 at once", store, adaptive, ms20, true, 15_000), warm, measure).await,
             run(case("cyclops, 20 ms, 16 at once", store, cyclops, ms20, true, 2_000), warm, measure).await,
             run(case("adaptive, 200 ms, 16 at once", store, adaptive, ms200, true, 2_000), warm, measure).await,
             run(case("cyclops, 200 ms, 16 at once", store, cyclops, ms200, true, 500), warm, measure).await,
             run(case("adaptive, instant upstream", store, adaptive, instant, false, 400_000), warm3, measure).await,
-            run(Case { bare: true, ..case(BARE_NAME, store, adaptive, instant, false, 400_000) }, warm3, measure).await,
+            run(Case { runner: Runner::Bare, ..case(BARE_NAME, store, adaptive, instant, false, 400_000) }, warm3, measure).await,
             run(
                 case("adaptive, instant upstream, gzip envelopes an hour late (sent_at moved, gzip again)", late, adaptive, instant, false, 300_000),
                 warm3,
@@ -399,6 +428,9 @@ fn main() {
             )
             .await,
         ];
+        if let Some(case) = baseline {
+            rows.push(run(case, warm3, measure).await);
+        }
         let (peak, now, sent) = rss_with_backlog(1_000_000, Duration::from_secs(20)).await;
         println!();
         let bare = &rows[5];
