@@ -127,11 +127,16 @@ impl Reading {
 
     fn next_gap(&mut self, actions: &mut Vec<Action>) {
         self.gaps.pop_front();
-        self.backfill_paused = false;
+        let was_paused = std::mem::replace(&mut self.backfill_paused, false);
         match self.gaps.front() {
             Some(&(start, _)) => {
                 self.backfill_next = Some(start);
                 actions.push(Action::BackfillFrom(start));
+                // A seek leaves a paused reader paused: the next gap would
+                // never be read, and the commit would wait on it for good.
+                if was_paused {
+                    actions.push(Action::ResumeBackfill);
+                }
             }
             None => {
                 self.backfill_next = None;
@@ -244,6 +249,24 @@ mod tests {
         assert_eq!(r.backfill(999, &mut actions), Read::Take { holes: Some((10, 999)) });
         assert_eq!(actions, vec![Action::BackfillFrom(1010)], "on to the next gap");
         assert_eq!(r.backfill(1500, &mut actions), Read::Take { holes: Some((1010, 1500)) });
+    }
+
+    #[test]
+    fn a_backfill_paused_when_its_gap_ends_reads_the_next_gap() {
+        let mut r = Reading::new(Some(0));
+        let mut actions = Vec::new();
+        for i in 1..=2 {
+            r.live_next = Some((i - 1) * 1000 + 10);
+            r.maybe_jump(i * 1000, 100, 0, &mut actions);
+        }
+        r.flow(0, 10, 10, &mut actions);
+        actions.clear();
+        // The last record of the first gap, read with the backfill lane full.
+        assert_eq!(r.backfill(999, &mut actions), Read::Take { holes: Some((10, 999)) });
+        assert_eq!(actions, vec![Action::BackfillFrom(1010), Action::ResumeBackfill]);
+        actions.clear();
+        r.flow(0, 10, 10, &mut actions);
+        assert_eq!(actions, vec![Action::PauseBackfill], "paused again while still full: the state follows the reader");
     }
 
     #[test]
