@@ -174,7 +174,7 @@ impl Engine {
             joined = &mut polling => Some(joined),
         };
         stop.cancel();
-        // The gauges end at their next tick; a panic there is only logged.
+        // The gauges end at once; a panic there is only logged.
         if let Err(e) = gauges.await {
             tracing::error!(error = %e, "the gauge task failed");
         }

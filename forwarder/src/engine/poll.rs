@@ -198,10 +198,11 @@ impl Readers {
     /// (a seek can block).
     fn apply(&mut self, shared: &Shared) {
         let actions = shared.lock().take_actions();
+        let (mut resumed_live, mut resumed_backfill) = (Vec::new(), Vec::new());
         for (tp, action) in actions {
             let result = match action {
                 Action::PauseLive => self.live.pause(&one(&tp, None)),
-                Action::ResumeLive => self.live.resume(&one(&tp, None)).and_then(|()| kick(&self.live, &tp)),
+                Action::ResumeLive => self.live.resume(&one(&tp, None)).map(|()| resumed_live.push(tp.clone())),
                 Action::SeekLive(offset) => self.live.seek(&tp.0, tp.1, Offset::Offset(offset), SEEK_TIMEOUT),
                 Action::BackfillFrom(offset) if self.backfilling.contains(&tp) => {
                     self.backfill.seek(&tp.0, tp.1, Offset::Offset(offset), SEEK_TIMEOUT)
@@ -219,7 +220,7 @@ impl Readers {
                 Action::BackfillStop => Ok(()),
                 Action::PauseBackfill if self.backfilling.contains(&tp) => self.backfill.pause(&one(&tp, None)),
                 Action::ResumeBackfill if self.backfilling.contains(&tp) => {
-                    self.backfill.resume(&one(&tp, None)).and_then(|()| kick(&self.backfill, &tp))
+                    self.backfill.resume(&one(&tp, None)).map(|()| resumed_backfill.push(tp.clone()))
                 }
                 Action::PauseBackfill | Action::ResumeBackfill => Ok(()),
             };
@@ -227,20 +228,36 @@ impl Readers {
                 tracing::warn!(topic = %tp.0, partition = tp.1, ?action, error = %e, "kafka reader action failed");
             }
         }
+        kick(&self.live, &resumed_live);
+        kick(&self.backfill, &resumed_backfill);
     }
 }
 
-/// Seeks a just-resumed partition to where it stands. librdkafka's resume
-/// does not wake the broker thread that fetches it: when that thread idles
-/// (every partition it serves paused or with a full read-ahead) the
-/// partition is not fetched again for up to a second, its buffer runs dry
-/// meanwhile, and a fast Sentry waited on Kafka. A seek restarts the fetch
-/// at once (its new fetch state wakes the thread).
-fn kick<C: rdkafka::consumer::ConsumerContext>(reader: &BaseConsumer<C>, tp: &Tp) -> rdkafka::error::KafkaResult<()> {
-    let positions = reader.position()?;
-    match positions.find_partition(&tp.0, tp.1).map(|p| p.offset()) {
-        Some(Offset::Offset(offset)) => reader.seek(&tp.0, tp.1, Offset::Offset(offset), SEEK_TIMEOUT),
-        _ => Ok(()),
+/// Seeks just-resumed partitions to where they stand. librdkafka's resume
+/// does not wake the broker thread that fetches a partition: when that
+/// thread idles (every partition it serves paused or with a full
+/// read-ahead) the partition is not fetched again for up to a second, its
+/// buffer runs dry meanwhile, and a fast Sentry waited on Kafka. A seek
+/// restarts the fetch at once (its new fetch state wakes the thread). A
+/// partition seeked since it was read (a jump, a new gap) has no position
+/// and needs none: that seek restarted it.
+fn kick<C: rdkafka::consumer::ConsumerContext>(reader: &BaseConsumer<C>, resumed: &[Tp]) {
+    if resumed.is_empty() {
+        return;
+    }
+    let positions = match reader.position() {
+        Ok(positions) => positions,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the readers' positions; resumed partitions are fetched within a second");
+            return;
+        }
+    };
+    for tp in resumed {
+        if let Some(Offset::Offset(offset)) = positions.find_partition(&tp.0, tp.1).map(|p| p.offset())
+            && let Err(e) = reader.seek(&tp.0, tp.1, Offset::Offset(offset), SEEK_TIMEOUT)
+        {
+            tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot restart a resumed partition; it is fetched within a second");
+        }
     }
 }
 
