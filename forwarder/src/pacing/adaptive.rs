@@ -9,10 +9,10 @@
 //!   `rtt_deviation_scale` standard deviations → `limit × decrease_ratio`
 //!   (at least `min`);
 //! - else, when a queue is building at Sentry — as in TCP Vegas, the
-//!   window's latency is more than 10% above `rtt_min`, the lowest recent
-//!   window — → `limit − 1`;
+//!   window's latency is more than 10% (and at least 1 ms) above `rtt_min`,
+//!   the lowest recent window — → `limit − 1`;
 //! - else, when the limit was reached, latency stayed at the baseline and
-//!   within 5% of `rtt_min` → `limit + 1` (at most `max`);
+//!   within 5% (or 0.5 ms) of `rtt_min` → `limit + 1` (at most `max`);
 //!
 //! and the baseline (an exponentially weighted mean and variance of window
 //! latencies) takes the window in. Throughput therefore rises to what Sentry
@@ -32,12 +32,12 @@ use super::InvalidPacing;
 
 /// Latency within this share of the baseline counts as "at the baseline".
 const LATENCY_TOLERANCE: f64 = 0.02;
-/// Latency differences smaller than this are noise whatever the baseline,
-/// in seconds: a busy host's scheduler alone moves a sub-millisecond round
-/// trip by more than the relative tolerances. Without it a Sentry (or a
-/// relay) that answers within a millisecond reads as queueing at every
-/// window and the limit sits at `min`. At Sentry's usual 20–200 ms the
-/// relative tolerances are the larger and this changes nothing.
+/// A queue shorter than this is noise whatever the floor, in seconds: a
+/// busy host's scheduler alone moves a sub-millisecond round trip by more
+/// than [`QUEUE_TOLERANCE`]. Without it a Sentry (or a relay) that answers
+/// within a millisecond reads as queueing at every window and the limit
+/// sits at `min`. It only applies where `rtt_min` is under 10 ms: above,
+/// the relative tolerances are the larger.
 const NOISE_FLOOR_SECS: f64 = 0.000_5;
 /// Windows after which the lowest latency is measured anew.
 pub const RTT_MIN_WINDOWS: u32 = 100;
@@ -285,7 +285,7 @@ impl AdaptiveLimit {
             (Some(base), Some(rtt)) => {
                 // A steady server has almost no variance; the tolerance keeps
                 // measurement noise from reading as rising latency.
-                let tolerance = (base.mean * LATENCY_TOLERANCE).max(NOISE_FLOOR_SECS);
+                let tolerance = base.mean * LATENCY_TOLERANCE;
                 let threshold = (base.var.max(0.0).sqrt() * self.params.rtt_deviation_scale).max(tolerance);
                 let rtt_min = self.rtt_min.map_or(rtt, |(min, _)| min.min(rtt));
                 let queue = rtt - rtt_min;
