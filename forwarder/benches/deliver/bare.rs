@@ -30,6 +30,7 @@ pub async fn serve(conf: &std::path::Path, project: u64) {
         .set("group.id", &config.forwarder.group_id)
         .set("auto.offset.reset", "earliest")
         .set("queued.max.messages.kbytes", "4096")
+        .set("fetch.queue.backoff.ms", "20")
         .create_plain()
         .expect("consumer");
     let topic = topic_name(&config.kafka.topic_prefix, ProjectId::new(project));
